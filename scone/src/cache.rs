@@ -1,0 +1,218 @@
+//! A bounded, shared LRU cache of SCONEs: by service ID for clients, by (client, service) for relays.
+
+use std::hash::Hash;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use lru::LruCache;
+
+use crate::clock::{self, Clock};
+use crate::ids::ServiceId;
+use crate::scone::Scone;
+
+/// Bounds of a [`SconeCache`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheLimits {
+    /// Most entries; the least recently used goes first.
+    pub max_entries: NonZeroUsize,
+    /// Most encoded bytes of all cached SCONEs together.
+    pub max_bytes: usize,
+}
+
+impl Default for CacheLimits {
+    fn default() -> Self {
+        Self {
+            max_entries: NonZeroUsize::new(10_000).unwrap_or(NonZeroUsize::MIN),
+            max_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// What [`SconeCache::put`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// Stored under a key that was empty.
+    Inserted,
+    /// Stored in place of an older SCONE or another session's.
+    Replaced,
+    /// Not stored: the cache holds a newer version of the same session.
+    Stale,
+    /// Not stored: it is larger than the whole cache may hold.
+    TooLarge,
+    /// Not stored: it has expired.
+    Expired,
+}
+
+struct Inner<K: Hash + Eq> {
+    entries: LruCache<K, Scone>,
+    bytes: usize,
+}
+
+/// A bounded LRU cache of SCONEs, safe to share across tasks (`Clone` shares it).
+///
+/// Bounded by entry count and by bytes; expired SCONEs are dropped when met. It never
+/// replaces a SCONE with an older version of the same session (same service, endpoint and
+/// object), so a late reply cannot roll state back.
+pub struct SconeCache<K: Hash + Eq = ServiceId> {
+    /// One lock: every operation is a few pointer moves, never held across an await.
+    inner: Arc<Mutex<Inner<K>>>,
+    /// Bounds checked on every put.
+    limits: CacheLimits,
+    /// Expiry is checked against it.
+    clock: Arc<dyn Clock>,
+}
+
+impl<K: Hash + Eq> Clone for SconeCache<K> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            limits: self.limits,
+            clock: Arc::clone(&self.clock),
+        }
+    }
+}
+
+impl<K: Hash + Eq> std::fmt::Debug for SconeCache<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SconeCache")
+            .field("len", &self.len())
+            .field("bytes", &self.bytes())
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+impl<K: Hash + Eq> Default for SconeCache<K> {
+    fn default() -> Self {
+        Self::new(CacheLimits::default())
+    }
+}
+
+impl<K: Hash + Eq> SconeCache<K> {
+    /// An empty cache with `limits` and the system clock.
+    pub fn new(limits: CacheLimits) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(Inner {
+                entries: LruCache::new(limits.max_entries),
+                bytes: 0,
+            })),
+            limits,
+            clock: clock::system(),
+        }
+    }
+
+    /// Replaces the clock.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner<K>> {
+        // A panic elsewhere while holding the lock leaves consistent data (every update is
+        // a complete step), so recover the guard rather than spread the panic.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Stores `scone` under `key`, evicting least recently used entries to stay in bounds.
+    pub fn put(&self, key: K, scone: Scone) -> PutOutcome {
+        let size = scone.encoded_len();
+        if size > self.limits.max_bytes {
+            return PutOutcome::TooLarge;
+        }
+        if scone.is_expired_at(self.clock.now_ms()) {
+            return PutOutcome::Expired;
+        }
+        let mut inner = self.lock();
+        if let Some(old) = inner.entries.peek(&key) {
+            if same_session(old, &scone) && old.version() > scone.version() {
+                return PutOutcome::Stale;
+            }
+        }
+        let outcome = match inner.entries.pop(&key) {
+            Some(old) => {
+                inner.bytes -= old.encoded_len();
+                PutOutcome::Replaced
+            }
+            None => PutOutcome::Inserted,
+        };
+        // Evict by hand rather than let the LRU do it, so the byte count stays exact.
+        while inner.entries.len() >= self.limits.max_entries.get()
+            || inner.bytes + size > self.limits.max_bytes
+        {
+            match inner.entries.pop_lru() {
+                Some((_, evicted)) => inner.bytes -= evicted.encoded_len(),
+                None => break,
+            }
+        }
+        inner.entries.put(key, scone);
+        inner.bytes += size;
+        outcome
+    }
+
+    /// The SCONE under `key`, unless it has expired (then it is dropped).
+    pub fn get(&self, key: &K) -> Option<Scone> {
+        let now_ms = self.clock.now_ms();
+        let mut inner = self.lock();
+        match inner.entries.get(key) {
+            Some(scone) if !scone.is_expired_at(now_ms) => Some(scone.clone()),
+            Some(_) => {
+                if let Some(expired) = inner.entries.pop(key) {
+                    inner.bytes -= expired.encoded_len();
+                }
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Takes the SCONE under `key` out of the cache.
+    pub fn remove(&self, key: &K) -> Option<Scone> {
+        let mut inner = self.lock();
+        let removed = inner.entries.pop(key)?;
+        inner.bytes -= removed.encoded_len();
+        Some(removed)
+    }
+
+    /// Drops every expired SCONE; returns how many.
+    pub fn purge_expired(&self) -> usize {
+        let now_ms = self.clock.now_ms();
+        let mut inner = self.lock();
+        let before = inner.entries.len();
+        let mut kept = LruCache::new(self.limits.max_entries);
+        // Oldest first, so the survivors keep their recency order.
+        while let Some((key, scone)) = inner.entries.pop_lru() {
+            if !scone.is_expired_at(now_ms) {
+                kept.put(key, scone);
+            }
+        }
+        inner.entries = kept;
+        inner.bytes = inner.entries.iter().map(|(_, s)| s.encoded_len()).sum();
+        before - inner.entries.len()
+    }
+
+    /// How many SCONEs it holds.
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Encoded bytes of all cached SCONEs.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    /// Its bounds.
+    pub fn limits(&self) -> CacheLimits {
+        self.limits
+    }
+}
+
+fn same_session(a: &Scone, b: &Scone) -> bool {
+    a.service() == b.service() && a.endpoint() == b.endpoint() && a.object() == b.object()
+}

@@ -1,0 +1,229 @@
+//! Identifiers a SCONE carries: the service, the endpoint (session), the object and the key.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::InvalidId;
+
+/// Longest service ID accepted, in bytes: names are labels, not payloads.
+pub const MAX_SERVICE_ID_LEN: usize = 128;
+
+/// The name of the service a SCONE belongs to (for example `cart` or `billing.v2`).
+///
+/// A verifier accepts only SCONEs for its own service, and caches key SCONEs by it.
+/// Allowed: 1 to 128 ASCII letters, digits and `. _ - / :`. Cloning is cheap.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ServiceId(Arc<str>);
+
+impl ServiceId {
+    /// Checks `name` and makes a service ID of it.
+    pub fn new(name: impl Into<String>) -> Result<Self, InvalidId> {
+        let name = name.into();
+        if name.is_empty() || name.len() > MAX_SERVICE_ID_LEN {
+            return Err(InvalidId::ServiceLength(name.len()));
+        }
+        if let Some(bad) = name
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | ':')))
+        {
+            return Err(InvalidId::ServiceChar(bad));
+        }
+        Ok(Self(name.into()))
+    }
+
+    /// The name as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for ServiceId {
+    type Error = InvalidId;
+    fn try_from(name: String) -> Result<Self, InvalidId> {
+        Self::new(name)
+    }
+}
+
+impl From<ServiceId> for String {
+    fn from(id: ServiceId) -> String {
+        id.0.to_string()
+    }
+}
+
+impl FromStr for ServiceId {
+    type Err = InvalidId;
+    fn from_str(s: &str) -> Result<Self, InvalidId> {
+        Self::new(s)
+    }
+}
+
+impl fmt::Display for ServiceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for ServiceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ServiceId({:?})", &*self.0)
+    }
+}
+
+/// Writes bytes as lowercase hex; IDs are shown this way in logs and by the CLI.
+fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
+    bytes.iter().try_for_each(|b| write!(f, "{b:02x}"))
+}
+
+/// Parses exactly `N` bytes of hex.
+fn parse_hex<const N: usize>(s: &str) -> Result<[u8; N], InvalidId> {
+    let digits = s.as_bytes();
+    if digits.len() != 2 * N {
+        return Err(InvalidId::HexLength {
+            expected: 2 * N,
+            found: digits.len(),
+        });
+    }
+    let nibble = |c: u8| -> Result<u8, InvalidId> {
+        (c as char)
+            .to_digit(16)
+            .map(|d| d as u8)
+            .ok_or(InvalidId::HexChar(c as char))
+    };
+    let mut out = [0u8; N];
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        *byte = nibble(pair[0])? << 4 | nibble(pair[1])?;
+    }
+    Ok(out)
+}
+
+/// The endpoint (client session) a SCONE belongs to: 16 random bytes, shown as hex.
+///
+/// The server picks it when it starts a session; it stays the same across the session's
+/// versions, so caches and replicas can tell a newer version from another session.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct EndpointId([u8; 16]);
+
+impl EndpointId {
+    /// An endpoint ID from its bytes.
+    pub const fn from_bytes(bytes: [u8; 16]) -> Self {
+        Self(bytes)
+    }
+
+    /// A fresh random endpoint ID from the operating system's generator.
+    pub fn random() -> Result<Self, getrandom::Error> {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes)?;
+        Ok(Self(bytes))
+    }
+
+    /// The ID's bytes.
+    pub const fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+}
+
+impl fmt::Display for EndpointId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_hex(f, &self.0)
+    }
+}
+
+impl fmt::Debug for EndpointId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EndpointId({self})")
+    }
+}
+
+impl FromStr for EndpointId {
+    type Err = InvalidId;
+    fn from_str(s: &str) -> Result<Self, InvalidId> {
+        parse_hex(s).map(Self)
+    }
+}
+
+/// The server-side object a SCONE's state belongs to, when one service hosts several.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+pub struct ObjectId(pub u64);
+
+impl fmt::Display for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Names a signing key: the first 8 bytes of a keyed blake3 hash of its public key.
+///
+/// Verifiers look the public key up by this ID, so keys can rotate while older SCONEs
+/// stay verifiable until they expire.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct KeyId([u8; 8]);
+
+impl KeyId {
+    /// A key ID from its bytes.
+    pub const fn from_bytes(bytes: [u8; 8]) -> Self {
+        Self(bytes)
+    }
+
+    /// The ID's bytes.
+    pub const fn as_bytes(&self) -> &[u8; 8] {
+        &self.0
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_hex(f, &self.0)
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({self})")
+    }
+}
+
+impl FromStr for KeyId {
+    type Err = InvalidId;
+    fn from_str(s: &str) -> Result<Self, InvalidId> {
+        parse_hex(s).map(Self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_ids_are_checked() {
+        assert!(ServiceId::new("cart.v2/eu-west:1").is_ok());
+        assert_eq!(ServiceId::new(""), Err(InvalidId::ServiceLength(0)));
+        assert_eq!(ServiceId::new("a b"), Err(InvalidId::ServiceChar(' ')));
+        assert_eq!(
+            ServiceId::new("x".repeat(129)),
+            Err(InvalidId::ServiceLength(129))
+        );
+    }
+
+    #[test]
+    fn hex_ids_round_trip_and_reject_garbage() {
+        let id = EndpointId::from_bytes(*b"0123456789abcdef");
+        assert_eq!(id.to_string().parse::<EndpointId>(), Ok(id));
+        assert!(matches!(
+            "zz".repeat(16).parse::<EndpointId>(),
+            Err(InvalidId::HexChar('z'))
+        ));
+        assert!(matches!(
+            "00".parse::<KeyId>(),
+            Err(InvalidId::HexLength {
+                expected: 16,
+                found: 2
+            })
+        ));
+    }
+}

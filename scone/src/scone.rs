@@ -1,0 +1,382 @@
+//! The SCONE itself: its fields, its wire encoding and its text form.
+//!
+//! # Wire format, version 1
+//!
+//! An encoded SCONE is two postcard values back to back:
+//!
+//! ```text
+//! claims = format:u8 (=1) | key_id:[u8;8] | service:str | endpoint:[u8;16] | object:varint
+//!          | status:varint | version:varint | issued_at_ms:varint | expires_at_ms:varint
+//!          | state:bytes
+//! seal   = tag:option<[u8;32]> | index:varint | siblings:seq<[u8;32]> | signature:bytes(64)
+//! ```
+//!
+//! The first byte is the format version, read before anything else, so later formats can
+//! change everything after it. The signature covers the exact claim bytes as received
+//! (through the leaf digest, see [`seal`](crate::seal)), never a re-encoding, so there is
+//! exactly one valid byte string per signed SCONE. The text form is the bytes in base64url
+//! without padding.
+
+use std::fmt;
+use std::ops::Range;
+use std::time::{Duration, SystemTime};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::clock::to_system_time;
+use crate::error::DecodeError;
+use crate::ids::{EndpointId, KeyId, ObjectId, ServiceId};
+use crate::seal::{leaf_digest, Digest, Seal};
+
+/// The format version this build writes and reads.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// The size limit of [`Scone::decode`]; verifiers and bundles may set their own.
+pub const DEFAULT_MAX_SCONE_BYTES: usize = 64 * 1024;
+
+/// The status of the operation the SCONE's state belongs to (seed 002: "status of the
+/// current operation").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Status {
+    /// No operation under way.
+    #[default]
+    Idle,
+    /// An operation has started and not finished.
+    InProgress,
+    /// The last operation finished.
+    Completed,
+    /// The last operation failed.
+    Failed,
+}
+
+impl Status {
+    /// Every status, for parsers and help texts.
+    pub const ALL: [Status; 4] = [
+        Status::Idle,
+        Status::InProgress,
+        Status::Completed,
+        Status::Failed,
+    ];
+
+    /// The lowercase name used by the CLI and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Idle => "idle",
+            Status::InProgress => "in-progress",
+            Status::Completed => "completed",
+            Status::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Status {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Status::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| format!("unknown status {s:?} (idle, in-progress, completed, failed)"))
+    }
+}
+
+/// The signed fields as they are laid out on the wire, borrowing from the input.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct WireClaims<'a> {
+    pub format: u8,
+    pub key_id: KeyId,
+    pub service: &'a str,
+    pub endpoint: EndpointId,
+    pub object: ObjectId,
+    pub status: Status,
+    pub version: u64,
+    pub issued_at_ms: u64,
+    pub expires_at_ms: u64,
+    #[serde(with = "serde_bytes")]
+    pub state: &'a [u8],
+}
+
+/// A signed state object: a service's state for one endpoint, carried by whoever holds it.
+///
+/// A `Scone` is immutable and cheap to clone (its bytes are shared). Decoding checks only
+/// the shape; [`Verifier::verify`](crate::Verifier::verify) checks the signature, key,
+/// service and expiry before anything is handed to a handler. New ones come from a
+/// [`Minter`](crate::Minter).
+#[derive(Clone)]
+pub struct Scone {
+    /// The complete encoding, kept so forwarding and re-sending never re-encode.
+    encoded: Bytes,
+    /// `encoded[..claims_len]` is the claim bytes the leaf digest covers.
+    claims_len: usize,
+    /// Where the opaque state sits inside `encoded`, so it is stored once.
+    state: Range<usize>,
+    service: ServiceId,
+    endpoint: EndpointId,
+    object: ObjectId,
+    status: Status,
+    version: u64,
+    issued_at_ms: u64,
+    expires_at_ms: u64,
+    key_id: KeyId,
+    seal: Seal,
+}
+
+impl Scone {
+    /// Decodes a SCONE of at most [`DEFAULT_MAX_SCONE_BYTES`].
+    pub fn decode(bytes: impl Into<Bytes>) -> Result<Self, DecodeError> {
+        Self::decode_with_limit(bytes, DEFAULT_MAX_SCONE_BYTES)
+    }
+
+    /// Decodes a SCONE of at most `limit` bytes. Checks the shape only, not the signature.
+    pub fn decode_with_limit(bytes: impl Into<Bytes>, limit: usize) -> Result<Self, DecodeError> {
+        let encoded: Bytes = bytes.into();
+        match encoded.first() {
+            None => return Err(DecodeError::Empty),
+            Some(_) if encoded.len() > limit => {
+                return Err(DecodeError::TooLarge {
+                    size: encoded.len(),
+                    limit,
+                })
+            }
+            Some(&format) if format != FORMAT_VERSION => {
+                return Err(DecodeError::UnsupportedVersion(format))
+            }
+            Some(_) => {}
+        }
+        let (claims, rest) = postcard::take_from_bytes::<WireClaims<'_>>(&encoded)?;
+        let claims_len = encoded.len() - rest.len();
+        let (seal, trailing) = postcard::take_from_bytes::<Seal>(rest)?;
+        if !trailing.is_empty() {
+            return Err(DecodeError::Malformed("trailing bytes after the seal"));
+        }
+        seal.check_shape().map_err(DecodeError::Malformed)?;
+        let service = ServiceId::new(claims.service)
+            .map_err(|_| DecodeError::Malformed("invalid service id"))?;
+        Ok(Self {
+            claims_len,
+            state: state_range(claims_len, claims.state.len()),
+            service,
+            endpoint: claims.endpoint,
+            object: claims.object,
+            status: claims.status,
+            version: claims.version,
+            issued_at_ms: claims.issued_at_ms,
+            expires_at_ms: claims.expires_at_ms,
+            key_id: claims.key_id,
+            seal,
+            encoded,
+        })
+    }
+
+    /// Parses the text form (base64url without padding) of a SCONE of at most
+    /// [`DEFAULT_MAX_SCONE_BYTES`].
+    pub fn from_text(text: &str) -> Result<Self, DecodeError> {
+        let text = text.trim();
+        // Refuse before decoding: base64 inflates by 4/3, so this bounds the work.
+        let limit = DEFAULT_MAX_SCONE_BYTES;
+        if text.len() > limit / 3 * 4 + 4 {
+            return Err(DecodeError::TooLarge {
+                size: text.len() / 4 * 3,
+                limit,
+            });
+        }
+        Self::decode(URL_SAFE_NO_PAD.decode(text)?)
+    }
+
+    /// The text form: the encoding in base64url without padding.
+    pub fn to_text(&self) -> String {
+        URL_SAFE_NO_PAD.encode(&self.encoded)
+    }
+
+    /// The wire encoding.
+    pub fn encoded(&self) -> &Bytes {
+        &self.encoded
+    }
+
+    /// Size of the wire encoding in bytes.
+    pub fn encoded_len(&self) -> usize {
+        self.encoded.len()
+    }
+
+    /// The format version it was encoded with.
+    pub fn format_version(&self) -> u8 {
+        self.encoded[0]
+    }
+
+    /// The service it belongs to.
+    pub fn service(&self) -> &ServiceId {
+        &self.service
+    }
+
+    /// The endpoint (session) it belongs to.
+    pub fn endpoint(&self) -> EndpointId {
+        self.endpoint
+    }
+
+    /// The server object its state belongs to.
+    pub fn object(&self) -> ObjectId {
+        self.object
+    }
+
+    /// The status of the current operation.
+    pub fn status(&self) -> Status {
+        self.status
+    }
+
+    /// The state version: grows by one each time the state changes.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// When it was minted, milliseconds since the Unix epoch.
+    pub fn issued_at_ms(&self) -> u64 {
+        self.issued_at_ms
+    }
+
+    /// When it expires, milliseconds since the Unix epoch.
+    pub fn expires_at_ms(&self) -> u64 {
+        self.expires_at_ms
+    }
+
+    /// When it was minted.
+    pub fn issued_at(&self) -> SystemTime {
+        to_system_time(self.issued_at_ms)
+    }
+
+    /// When it expires.
+    pub fn expires_at(&self) -> SystemTime {
+        to_system_time(self.expires_at_ms)
+    }
+
+    /// Whether it has expired at `now_ms` (no skew allowed).
+    pub fn is_expired_at(&self, now_ms: u64) -> bool {
+        now_ms >= self.expires_at_ms
+    }
+
+    /// The ID of the key that signed it.
+    pub fn key_id(&self) -> KeyId {
+        self.key_id
+    }
+
+    /// The opaque state bytes.
+    pub fn state(&self) -> &[u8] {
+        &self.encoded[self.state.clone()]
+    }
+
+    /// Whether it carries an issuer-only tag.
+    pub fn has_tag(&self) -> bool {
+        self.seal.tag.is_some()
+    }
+
+    /// How many SCONEs shared its signature, rounded up to a power of two (1 when alone).
+    pub fn batch_size_bound(&self) -> u64 {
+        1 << self.seal.siblings.len()
+    }
+
+    /// A draft of the next version of this state: same service, endpoint and object,
+    /// version + 1, with `state` and this SCONE's status.
+    pub fn successor(&self, state: Vec<u8>) -> crate::Draft {
+        crate::Draft {
+            service: self.service.clone(),
+            endpoint: self.endpoint,
+            object: self.object,
+            status: self.status,
+            version: self.version.saturating_add(1),
+            ttl: None,
+            state,
+        }
+    }
+
+    pub(crate) fn claims_bytes(&self) -> &[u8] {
+        &self.encoded[..self.claims_len]
+    }
+
+    pub(crate) fn seal(&self) -> &Seal {
+        &self.seal
+    }
+
+    pub(crate) fn leaf_digest(&self) -> Digest {
+        leaf_digest(self.claims_bytes(), self.seal.tag.as_ref())
+    }
+
+    /// Builds a SCONE from an encoding the minter has just produced; no parsing needed.
+    pub(crate) fn from_parts(
+        encoded: Bytes,
+        claims_len: usize,
+        claims: &WireClaims<'_>,
+        service: ServiceId,
+        seal: Seal,
+    ) -> Self {
+        Self {
+            state: state_range(claims_len, claims.state.len()),
+            encoded,
+            claims_len,
+            service,
+            endpoint: claims.endpoint,
+            object: claims.object,
+            status: claims.status,
+            version: claims.version,
+            issued_at_ms: claims.issued_at_ms,
+            expires_at_ms: claims.expires_at_ms,
+            key_id: claims.key_id,
+            seal,
+        }
+    }
+}
+
+impl PartialEq for Scone {
+    fn eq(&self, other: &Self) -> bool {
+        self.encoded == other.encoded
+    }
+}
+
+impl Eq for Scone {}
+
+impl fmt::Debug for Scone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scone")
+            .field("service", &self.service)
+            .field("endpoint", &self.endpoint)
+            .field("object", &self.object)
+            .field("status", &self.status)
+            .field("version", &self.version)
+            .field("expires_at_ms", &self.expires_at_ms)
+            .field("key_id", &self.key_id)
+            .field("state_len", &self.state.len())
+            .finish()
+    }
+}
+
+/// Serialized as one byte string (its wire encoding), so a SCONE nests in any serde message.
+impl Serialize for Scone {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.encoded)
+    }
+}
+
+/// Deserialized from a byte string and decoded with [`Scone::decode`]'s limit.
+impl<'de> Deserialize<'de> for Scone {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let bytes = serde_bytes::ByteBuf::deserialize(deserializer)?;
+        Scone::decode(bytes.into_vec()).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Where the state sits: it is the last claim, so it ends where the claims end.
+pub(crate) fn state_range(claims_len: usize, state_len: usize) -> Range<usize> {
+    claims_len - state_len..claims_len
+}
+
+/// The ttl of a draft, bounded so `issued_at + ttl` never overflows.
+pub(crate) fn expiry(issued_at_ms: u64, ttl: Duration) -> u64 {
+    issued_at_ms.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+}
