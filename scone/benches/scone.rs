@@ -43,7 +43,7 @@ fn mint(c: &mut Criterion) {
     group.bench_function(BenchmarkId::new("batch64", 256), |b| {
         b.iter_batched(
             || vec![draft(&service, 256); 64],
-            |drafts| minter.mint_batch(drafts).unwrap(),
+            |drafts| minter.mint_batch(&drafts).unwrap(),
             criterion::BatchSize::SmallInput,
         )
     });

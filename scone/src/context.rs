@@ -56,8 +56,11 @@ pub enum Written {
 /// One request's SCONEs: what came in, what the handler wrote, and what it passes through.
 #[derive(Clone, Debug, Default)]
 pub struct SconeContext {
-    /// The request's verified SCONEs.
+    /// The request's verified SCONEs for this service.
     incoming: SconeBundle,
+    /// SCONEs for other services that came with the request, not verified here: a
+    /// back-end's, entrusted to the caller, attached again when this service calls it.
+    carried: SconeBundle,
     /// States that differ from the incoming ones, one per service, to be re-minted.
     writes: Vec<StateWrite>,
     /// SCONEs to attach to the reply as they are: a back-end's, entrusted to the caller.
@@ -73,9 +76,20 @@ impl SconeContext {
         }
     }
 
-    /// The request's SCONEs.
+    /// Adds the SCONEs for other services that came with the request.
+    pub fn with_carried(mut self, carried: SconeBundle) -> Self {
+        self.carried = carried;
+        self
+    }
+
+    /// The request's verified SCONEs.
     pub fn incoming(&self) -> &SconeBundle {
         &self.incoming
+    }
+
+    /// The SCONEs for other services that came with the request.
+    pub fn carried(&self) -> &SconeBundle {
+        &self.carried
     }
 
     /// The changed states, in the order first written.
@@ -88,9 +102,9 @@ impl SconeContext {
         &self.forwarded
     }
 
-    /// Splits the context into incoming SCONEs, changed states and pass-through SCONEs.
-    pub fn into_parts(self) -> (SconeBundle, Vec<StateWrite>, SconeBundle) {
-        (self.incoming, self.writes, self.forwarded)
+    /// What goes out with the reply: the changed states to mint, and the SCONEs to pass through.
+    pub fn into_outgoing(self) -> (Vec<StateWrite>, SconeBundle) {
+        (self.writes, self.forwarded)
     }
 
     /// Records `state` and `status` for `service` if they differ from what came in.
@@ -170,6 +184,11 @@ fn with_mut<R>(f: impl FnOnce(&mut SconeContext) -> R) -> Result<R, ContextError
 /// The verified SCONE that came in for `service`, if any.
 pub fn incoming(service: &ServiceId) -> Result<Option<Scone>, ContextError> {
     with(|ctx| ctx.incoming.get(service).cloned())
+}
+
+/// The SCONE for another service (a back-end's) that came with the request, if any.
+pub fn carried(service: &ServiceId) -> Result<Option<Scone>, ContextError> {
+    with(|ctx| ctx.carried.get(service).cloned())
 }
 
 /// Records new state for `service`, keeping its current status (idle for a new session).

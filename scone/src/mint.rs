@@ -160,14 +160,14 @@ impl Minter {
         let encoded = self.encode_claims(&draft, now_ms)?;
         let leaf = seal::leaf_digest(&encoded.buf[..encoded.claims_len], encoded.tag.as_ref());
         let signature = self.key.ed25519().sign(&leaf).to_bytes();
-        self.seal(draft, encoded, now_ms, 0, Vec::new(), signature)
+        self.seal(&draft, encoded, now_ms, 0, Vec::new(), signature)
     }
 
     /// Mints several SCONEs under one signature over the Merkle root of their digests.
     ///
     /// Costs one ed25519 signature for the whole batch; each SCONE verifies on its own,
     /// carrying `ceil(log2(n))` sibling digests (32 bytes each). At most 2^16 drafts.
-    pub fn mint_batch(&self, drafts: Vec<Draft>) -> Result<Vec<Scone>, MintError> {
+    pub fn mint_batch(&self, drafts: &[Draft]) -> Result<Vec<Scone>, MintError> {
         let limit = 1 << MAX_BATCH_DEPTH;
         if drafts.len() > limit {
             return Err(MintError::BatchTooLarge {
@@ -190,7 +190,7 @@ impl Minter {
         let tree = MerkleTree::new(leaves);
         let signature = self.key.ed25519().sign(&tree.root()).to_bytes();
         drafts
-            .into_iter()
+            .iter()
             .zip(encoded)
             .enumerate()
             .map(|(index, (draft, encoded))| {
@@ -242,7 +242,7 @@ impl Minter {
 
     fn seal(
         &self,
-        draft: Draft,
+        draft: &Draft,
         encoded: Encoded,
         now_ms: u64,
         index: u32,
@@ -262,7 +262,7 @@ impl Minter {
                 limit: self.config.max_scone_bytes,
             });
         }
-        let claims = self.claims(&draft, now_ms);
+        let claims = self.claims(draft, now_ms);
         Ok(Scone::from_parts(
             Bytes::from(buf),
             encoded.claims_len,

@@ -228,10 +228,10 @@ fn key_rotation_accepts_both_keys_until_the_old_one_is_removed() {
 fn a_batch_shares_one_signature_and_each_member_verifies_alone() {
     let f = fixture(1);
     for n in [1usize, 2, 3, 8, 13] {
-        let drafts = (0..n)
+        let drafts: Vec<_> = (0..n)
             .map(|i| Draft::new(cart(), endpoint(i as u8)).with_state(vec![i as u8; 40]))
             .collect();
-        let batch = f.minter.mint_batch(drafts).unwrap();
+        let batch = f.minter.mint_batch(&drafts).unwrap();
         assert_eq!(batch.len(), n);
         for (i, scone) in batch.iter().enumerate() {
             let back = f.verifier.decode(scone.encoded().clone()).unwrap();
@@ -245,8 +245,8 @@ fn a_batch_shares_one_signature_and_each_member_verifies_alone() {
 #[test]
 fn a_batch_member_with_another_members_path_fails() {
     let f = fixture(1);
-    let drafts = (0..4).map(|i| Draft::new(cart(), endpoint(i))).collect();
-    let batch = f.minter.mint_batch(drafts).unwrap();
+    let drafts: Vec<_> = (0..4).map(|i| Draft::new(cart(), endpoint(i))).collect();
+    let batch = f.minter.mint_batch(&drafts).unwrap();
     // Graft member 1's claims onto member 0's seal: same signature, wrong path.
     let claims_len = |s: &Scone| s.encoded_len() - seal_len(s);
     let mut forged = batch[1].encoded()[..claims_len(&batch[1])].to_vec();
@@ -367,7 +367,7 @@ proptest! {
         let verifier = Verifier::new(KeyRing::from_iter([f.key.public_key()]))
             .for_service(draft.service.clone())
             .with_clock(f.clock.clone());
-        let scones = f.minter.mint_batch(vec![draft; batch]).unwrap();
+        let scones = f.minter.mint_batch(&vec![draft; batch]).unwrap();
         let scone = &scones[batch - 1];
         prop_assert!(verifier.verify(scone).is_ok());
         let mut bytes = scone.encoded().to_vec();

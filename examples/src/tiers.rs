@@ -1,0 +1,142 @@
+//! Two tiers, neither keeping state: a wallet front-end over a ledger back-end.
+//!
+//! The client calls the wallet; the wallet's handler calls the ledger through an
+//! *entrusting* client, so the ledger's SCONE comes from the client with the request and
+//! goes back to the client in the reply (seed 002: the back-end's SCONE is entrusted to
+//! the client through the front-end).
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use scone::{ServiceId, SigningKey};
+use scone_rpc::server::ServerConfig;
+use scone_rpc::state::SconeState;
+use scone_rpc::{SconeClient, SconeLayer, SconeStore};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+
+/// The ledger's per-session state: every amount recorded.
+#[derive(SconeState, Serialize, Deserialize, Default, Debug)]
+#[scone(service = "ledger")]
+pub struct LedgerState {
+    /// Amounts in the order recorded.
+    pub entries: Vec<i64>,
+}
+
+/// The wallet's per-session state.
+#[derive(SconeState, Serialize, Deserialize, Default, Debug)]
+#[scone(service = "wallet")]
+pub struct WalletState {
+    /// Operations made through this wallet session.
+    pub operations: u64,
+}
+
+/// The ledger back-end.
+#[tarpc::service]
+pub trait Ledger {
+    /// Records `amount`; returns the balance and the number of entries.
+    async fn record(amount: i64) -> Result<(i64, usize), String>;
+}
+
+/// The wallet front-end.
+#[tarpc::service]
+pub trait Wallet {
+    /// Deposits (or, if negative, withdraws) `amount` through the ledger.
+    async fn deposit(amount: i64) -> Result<WalletView, String>;
+}
+
+/// What the wallet returns.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct WalletView {
+    /// The ledger's balance.
+    pub balance: i64,
+    /// The ledger's entry count.
+    pub entries: usize,
+    /// The wallet's own operation count.
+    pub operations: u64,
+}
+
+/// The ledger server.
+#[derive(Clone)]
+pub struct LedgerServer;
+
+impl Ledger for LedgerServer {
+    async fn record(self, _: tarpc::context::Context, amount: i64) -> Result<(i64, usize), String> {
+        let mut ledger = LedgerState::load().map_err(|e| format!("{e:#}"))?;
+        ledger.entries_mut().push(amount);
+        let result = (ledger.entries.iter().sum(), ledger.entries.len());
+        ledger.save().map_err(|e| format!("{e:#}"))?;
+        Ok(result)
+    }
+}
+
+/// The wallet server: holds a connection to the ledger, and no client's state.
+#[derive(Clone)]
+pub struct WalletServer {
+    /// Calls the ledger, passing its SCONE to and from our own caller.
+    ledger: LedgerClient<SconeClient<LedgerRequest, LedgerResponse>>,
+}
+
+impl Wallet for WalletServer {
+    async fn deposit(
+        self,
+        ctx: tarpc::context::Context,
+        amount: i64,
+    ) -> Result<WalletView, String> {
+        let mut wallet = WalletState::load().map_err(|e| format!("{e:#}"))?;
+        let (balance, entries) = self
+            .ledger
+            .record(ctx, amount)
+            .await
+            .map_err(|e| format!("ledger unavailable: {e:#}"))??;
+        *wallet.operations_mut() += 1;
+        let view = WalletView {
+            balance,
+            entries,
+            operations: wallet.operations,
+        };
+        wallet.save().map_err(|e| format!("{e:#}"))?;
+        Ok(view)
+    }
+}
+
+fn service(name: &str) -> std::io::Result<ServiceId> {
+    ServiceId::new(name).map_err(std::io::Error::other)
+}
+
+/// Serves the ledger on `listener` until `shutdown` completes.
+pub async fn serve_ledger(
+    listener: TcpListener,
+    key: SigningKey,
+    shutdown: impl Future,
+) -> std::io::Result<()> {
+    let serve = SconeLayer::new(service("ledger")?, key).wrap(LedgerServer.serve());
+    scone_rpc::server::run(listener, serve, ServerConfig::default(), shutdown).await
+}
+
+/// Serves the wallet on `listener`, calling the ledger at `ledger`, until `shutdown`.
+pub async fn serve_wallet(
+    listener: TcpListener,
+    key: SigningKey,
+    ledger: SocketAddr,
+    shutdown: impl Future,
+) -> anyhow::Result<()> {
+    let channel = scone_rpc::client::connect(ledger).await?;
+    let ledger = LedgerClient::from(SconeClient::entrusting(channel, service("ledger")?)?);
+    let serve = SconeLayer::new(service("wallet")?, key).wrap(WalletServer { ledger }.serve());
+    scone_rpc::server::run(listener, serve, ServerConfig::default(), shutdown).await?;
+    Ok(())
+}
+
+/// A wallet client over `addr` keeping the SCONEs of both tiers in `store`.
+pub async fn connect_wallet(
+    addr: SocketAddr,
+    store: SconeStore,
+) -> anyhow::Result<WalletClient<SconeClient<WalletRequest, WalletResponse>>> {
+    let channel = scone_rpc::client::connect(addr).await?;
+    Ok(WalletClient::from(SconeClient::caching(
+        channel,
+        service("wallet")?,
+        store,
+    )?))
+}

@@ -1,0 +1,97 @@
+//! SCONEs on tarpc: services whose servers keep no per-client state.
+//!
+//! A [`SconeLayer`] wraps any tarpc service. Per request it verifies the SCONEs that came
+//! with it (a forged, tampered, expired, wrong-service or unknown-key SCONE is refused
+//! with a typed error before the handler runs), puts them in the task-local context, runs
+//! the handler, and attaches a freshly minted SCONE to the reply **only when the state
+//! changed**. On the client side, a [`SconeClient`] stub keeps the SCONEs that come back
+//! and attaches them to the next call. State types derive [`SconeState`] for typed access
+//! with per-field change tracking.
+//!
+//! ```
+//! use scone::{ServiceId, SigningKey};
+//! use scone_rpc::{state::SconeState, SconeClient, SconeLayer, SconeStore};
+//! use serde::{Deserialize, Serialize};
+//! use tarpc::server::Serve;
+//!
+//! #[derive(SconeState, Serialize, Deserialize, Default)]
+//! #[scone(service = "counter")]
+//! struct Count {
+//!     hits: u64,
+//! }
+//!
+//! #[tarpc::service]
+//! trait Counter {
+//!     async fn hit() -> u64;
+//! }
+//!
+//! #[derive(Clone)]
+//! struct CounterServer;
+//!
+//! impl Counter for CounterServer {
+//!     async fn hit(self, _: tarpc::context::Context) -> u64 {
+//!         let Ok(mut count) = Count::load() else { return 0 };
+//!         *count.hits_mut() += 1;
+//!         let hits = count.hits;
+//!         let _ = count.save();
+//!         hits
+//!     }
+//! }
+//!
+//! # #[tokio::main] async fn main() -> anyhow::Result<()> {
+//! let service = ServiceId::new("counter")?;
+//! let layer = SconeLayer::new(service.clone(), SigningKey::generate()?);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let addr = listener.local_addr()?;
+//! let serve = layer.wrap(CounterServer.serve());
+//! tokio::spawn(scone_rpc::server::run(listener, serve, Default::default(), std::future::pending::<()>()));
+//!
+//! let channel = scone_rpc::client::connect(addr).await?;
+//! let client = CounterClient::from(SconeClient::caching(channel, service, SconeStore::default())?);
+//! assert_eq!(client.hit(tarpc::context::current()).await?, 1);
+//! assert_eq!(client.hit(tarpc::context::current()).await?, 2); // the count came back in a SCONE
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//! - [`envelope`]: the request and reply envelopes and their wire format (version 1).
+//! - [`codec`]: postcard over length-delimited TCP frames, with size limits.
+//! - [`server`]: [`SconeLayer`] (the `Serve` wrapper) and [`server::run`] (the listener).
+//! - [`client`]: [`SconeClient`] (the `Stub` wrapper): caching, thin and entrusting modes.
+//! - [`state`]: [`SconeState`](state::SconeState), the derive's trait, and change tracking.
+//! - [`error`]: typed errors, and [`refusal`] to read a refusal out of a tarpc error.
+//!
+//! # What each party can verify
+//! Every SCONE is signed with the service's ed25519 key (see the `scone` crate), so a
+//! client, relay or peer holding the public key can verify any SCONE on its own. The
+//! issuing servers, which hold the signing key, check their own SCONEs by a keyed blake3
+//! tag instead (one hash), and fall back to the signature for SCONEs signed by older keys.
+//! SCONEs minted at the same moment share one signature over a Merkle root (group
+//! commit), so a busy server signs once per group while a lone caller never waits; each
+//! SCONE still verifies alone.
+//!
+//! # Replay
+//! A client holds its own state and may send an older SCONE of its session again while
+//! it is unexpired: the server cannot tell, since it keeps nothing. Keep the TTL short
+//! where that matters, and keep balances and other state that must not roll back on the
+//! server side or in a cluster placement, which rejects stale versions.
+
+#![deny(missing_docs)]
+
+pub mod client;
+pub mod codec;
+pub mod envelope;
+pub mod error;
+pub mod server;
+pub mod state;
+
+pub use crate::client::{SconeClient, SconeStore};
+pub use crate::envelope::{ClientId, Refusal, RefusalKind};
+pub use crate::error::{refusal, ClientError};
+pub use crate::server::SconeLayer;
+pub use crate::state::{Delta, SconeState, StateError, Tracker};
+
+#[doc(hidden)]
+pub mod __private {
+    pub use postcard;
+}

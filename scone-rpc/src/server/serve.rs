@@ -1,0 +1,265 @@
+//! The `Serve` wrapper: verify the request's SCONEs, run the handler with its state in
+//! the task-local context, and mint SCONEs for the state it changed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use scone::context::{self, SconeContext};
+use scone::{
+    BundleLimits, Draft, EndpointId, KeyRing, Minter, MinterConfig, PublicKey, Scone, SconeBundle,
+    ServiceId, SigningKey, Verifier, VerifierConfig,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tarpc::server::Serve;
+use tarpc::ServerError;
+
+use crate::envelope::{
+    Outcome, Refusal, RefusalKind, RequestEnvelope, ResponseEnvelope, WireScones, ENVELOPE_VERSION,
+};
+use crate::server::signer::GroupSigner;
+
+/// Settings of a [`SconeLayer`].
+#[derive(Clone, Debug)]
+pub struct LayerConfig {
+    /// How long a minted SCONE stays valid; each change re-mints, so this bounds idleness.
+    pub ttl: Duration,
+    /// How far clients' SCONEs may be past expiry, or early, to allow for clock skew.
+    pub clock_skew: Duration,
+    /// Largest SCONE accepted or minted.
+    pub max_scone_bytes: usize,
+    /// Bounds on the SCONEs one request may carry.
+    pub bundle_limits: BundleLimits,
+    /// Most SCONEs signed under one signature (group commit); 1 signs each alone.
+    pub max_signing_group: usize,
+}
+
+impl Default for LayerConfig {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(30 * 60),
+            clock_skew: VerifierConfig::default().clock_skew,
+            max_scone_bytes: scone::DEFAULT_MAX_SCONE_BYTES,
+            bundle_limits: BundleLimits::default(),
+            max_signing_group: 64,
+        }
+    }
+}
+
+/// What every request of one service shares.
+struct Shared {
+    /// The service this server is.
+    service: ServiceId,
+    /// Checks incoming SCONEs: the issuer tag for ours, signatures for older keys.
+    verifier: Verifier,
+    /// Signs new SCONEs in groups.
+    signer: Arc<GroupSigner>,
+    /// Settings.
+    config: LayerConfig,
+}
+
+/// Makes tarpc services stateless: wraps them so their state travels in SCONEs.
+///
+/// Servers built from the same signing key are interchangeable: any of them can serve
+/// any request, since the state comes with it.
+#[derive(Clone)]
+pub struct SconeLayer {
+    shared: Arc<Shared>,
+}
+
+impl SconeLayer {
+    /// A layer for `service`, signing with `key`, with default settings.
+    pub fn new(service: ServiceId, key: SigningKey) -> Self {
+        Self::with_config(service, key, KeyRing::new(), LayerConfig::default())
+    }
+
+    /// A layer that also accepts SCONEs signed by `older_keys` (during a key rotation).
+    pub fn with_config(
+        service: ServiceId,
+        key: SigningKey,
+        older_keys: KeyRing,
+        config: LayerConfig,
+    ) -> Self {
+        let verifier = Verifier::new(older_keys)
+            .for_service(service.clone())
+            .with_config(VerifierConfig {
+                clock_skew: config.clock_skew,
+                max_scone_bytes: config.max_scone_bytes,
+            })
+            .trusting_own_tags(&key);
+        let minter = Minter::new(key).with_config(MinterConfig {
+            default_ttl: config.ttl,
+            max_scone_bytes: config.max_scone_bytes,
+            issuer_tag: true,
+        });
+        Self {
+            shared: Arc::new(Shared {
+                service,
+                verifier,
+                signer: GroupSigner::new(minter, config.max_signing_group),
+                config,
+            }),
+        }
+    }
+
+    /// The service's public key, for clients and relays that want to verify.
+    pub fn public_key(&self) -> PublicKey {
+        self.shared.signer_public_key()
+    }
+
+    /// The service this layer serves.
+    pub fn service(&self) -> &ServiceId {
+        &self.shared.service
+    }
+
+    /// Wraps a tarpc service (for example `CartServer.serve()`).
+    pub fn wrap<S>(&self, inner: S) -> SconeServe<S> {
+        SconeServe {
+            inner,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl Shared {
+    fn signer_public_key(&self) -> PublicKey {
+        self.signer.public_key()
+    }
+
+    fn refuse(&self, kind: RefusalKind, detail: impl Into<String>) -> ResponseEnvelope {
+        ResponseEnvelope {
+            version: ENVELOPE_VERSION,
+            scones: WireScones::default(),
+            token: None,
+            outcome: Outcome::Refused(Refusal {
+                kind,
+                service: Some(self.service.clone()),
+                detail: detail.into(),
+            }),
+        }
+    }
+
+    /// Splits the request's SCONEs into ours (verified) and other services' (carried).
+    fn admit(&self, scones: WireScones) -> Result<(SconeBundle, SconeBundle), ResponseEnvelope> {
+        let scones = scones
+            .decode(self.config.bundle_limits, self.config.max_scone_bytes)
+            .map_err(|error| self.refuse(error.refusal_kind(), error.to_string()))?;
+        let mut ours = SconeBundle::with_limits(self.config.bundle_limits);
+        let mut carried = SconeBundle::with_limits(self.config.bundle_limits);
+        for scone in scones {
+            if scone.service() == &self.service {
+                if let Err(error) = self.verifier.verify(&scone) {
+                    tracing::debug!(service = %self.service, %error, "refused a scone");
+                    return Err(self.refuse(RefusalKind::Scone(error.reason()), error.to_string()));
+                }
+                ours.insert(scone)
+            } else {
+                carried.insert(scone)
+            }
+            .map_err(|error| self.refuse(RefusalKind::BadRequest, error.to_string()))?;
+        }
+        Ok((ours, carried))
+    }
+
+    fn draft(
+        &self,
+        incoming: Option<&Scone>,
+        write: scone::context::StateWrite,
+    ) -> Result<Draft, ResponseEnvelope> {
+        let draft = match incoming {
+            Some(previous) => previous.successor(write.state),
+            None => {
+                let endpoint = EndpointId::random()
+                    .map_err(|e| self.refuse(RefusalKind::MintFailed, e.to_string()))?;
+                Draft::new(write.service, endpoint).with_state(write.state)
+            }
+        };
+        Ok(draft.with_status(write.status))
+    }
+}
+
+/// A tarpc service whose state travels in SCONEs; made by [`SconeLayer::wrap`].
+#[derive(Clone)]
+pub struct SconeServe<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> Serve for SconeServe<S>
+where
+    S: Serve + Clone + Send,
+    S::Req: DeserializeOwned,
+    S::Resp: Serialize,
+{
+    type Req = RequestEnvelope;
+    type Resp = ResponseEnvelope;
+
+    async fn serve(
+        self,
+        ctx: tarpc::context::Context,
+        request: RequestEnvelope,
+    ) -> Result<ResponseEnvelope, ServerError> {
+        let shared = &self.shared;
+        if request.version != ENVELOPE_VERSION {
+            let detail = format!(
+                "envelope version {} (this server reads {ENVELOPE_VERSION})",
+                request.version
+            );
+            return Ok(shared.refuse(RefusalKind::UnsupportedEnvelope, detail));
+        }
+        if request.service != shared.service {
+            let detail = format!("this server is {}, not {}", shared.service, request.service);
+            return Ok(shared.refuse(RefusalKind::WrongService, detail));
+        }
+        let (ours, carried) = match shared.admit(request.scones) {
+            Ok(admitted) => admitted,
+            Err(refusal) => return Ok(refusal),
+        };
+        let inner_request: S::Req = match postcard::from_bytes(&request.body) {
+            Ok(inner_request) => inner_request,
+            Err(error) => return Ok(shared.refuse(RefusalKind::BadRequest, error.to_string())),
+        };
+
+        let scope = SconeContext::new(ours).with_carried(carried);
+        let (response, scope) = context::scope(scope, self.inner.serve(ctx, inner_request)).await;
+        let response = response?;
+        let incoming = scope.incoming().clone();
+        let (writes, forwarded) = scope.into_outgoing();
+
+        let mut scones = forwarded;
+        for write in writes {
+            if write.service != shared.service {
+                // A state type whose service name differs from the server's: minting it
+                // under our key would be wrong, dropping it would lose data.
+                let detail = format!(
+                    "the handler wrote state for {}, but this server is {}",
+                    write.service, shared.service
+                );
+                tracing::error!(%detail, "misconfigured state type");
+                return Ok(shared.refuse(RefusalKind::MintFailed, detail));
+            }
+            let draft = match shared.draft(incoming.get(&write.service), write) {
+                Ok(draft) => draft,
+                Err(refusal) => return Ok(refusal),
+            };
+            let minted = match shared.signer.mint(draft).await {
+                Ok(Ok(minted)) => minted,
+                Ok(Err(error)) => {
+                    return Ok(shared.refuse(RefusalKind::MintFailed, error.to_string()))
+                }
+                Err(gone) => return Ok(shared.refuse(RefusalKind::MintFailed, gone.to_string())),
+            };
+            if let Err(error) = scones.insert(minted) {
+                return Ok(shared.refuse(RefusalKind::MintFailed, error.to_string()));
+            }
+        }
+        let body = postcard::to_stdvec(&response)
+            .map_err(|e| ServerError::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+        Ok(ResponseEnvelope {
+            version: ENVELOPE_VERSION,
+            scones: WireScones::encode(&scones),
+            token: None,
+            outcome: Outcome::Reply(body),
+        })
+    }
+}

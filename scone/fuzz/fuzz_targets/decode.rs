@@ -1,0 +1,20 @@
+//! Decoding arbitrary bytes (as a SCONE, as its text form, and as a bundle inside a
+//! message) must return a value or a typed error: never panic, hang or over-allocate.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use scone::{KeyRing, Scone, SconeBundle, SigningKey, Verifier};
+
+fuzz_target!(|data: &[u8]| {
+    let verifier = Verifier::new(KeyRing::from_iter([SigningKey::from_seed(&[1; 32]).public_key()]));
+    if let Ok(scone) = Scone::decode(data.to_vec()) {
+        // Whatever decodes must re-encode to the very same bytes.
+        assert_eq!(&scone.encoded()[..], data);
+        let _ = verifier.verify(&scone);
+        let _ = scone.to_text();
+    }
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = Scone::from_text(text);
+    }
+    let _ = postcard::from_bytes::<SconeBundle>(data);
+});
