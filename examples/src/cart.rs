@@ -132,7 +132,7 @@ pub async fn serve(
     shutdown: impl Future,
 ) -> std::io::Result<()> {
     let service = service_id().map_err(std::io::Error::other)?;
-    let layer = SconeLayer::new(service, key);
+    let layer = SconeLayer::new(service, key)?;
     let serve = layer.wrap(CartServer { name: name.into() }.serve());
     scone_rpc::server::run(listener, serve, ServerConfig::default(), shutdown).await
 }

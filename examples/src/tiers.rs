@@ -110,7 +110,7 @@ pub async fn serve_ledger(
     key: SigningKey,
     shutdown: impl Future,
 ) -> std::io::Result<()> {
-    let serve = SconeLayer::new(service("ledger")?, key).wrap(LedgerServer.serve());
+    let serve = SconeLayer::new(service("ledger")?, key)?.wrap(LedgerServer.serve());
     scone_rpc::server::run(listener, serve, ServerConfig::default(), shutdown).await
 }
 
@@ -123,7 +123,7 @@ pub async fn serve_wallet(
 ) -> anyhow::Result<()> {
     let channel = scone_rpc::client::connect(ledger).await?;
     let ledger = LedgerClient::from(SconeClient::entrusting(channel, service("ledger")?)?);
-    let serve = SconeLayer::new(service("wallet")?, key).wrap(WalletServer { ledger }.serve());
+    let serve = SconeLayer::new(service("wallet")?, key)?.wrap(WalletServer { ledger }.serve());
     scone_rpc::server::run(listener, serve, ServerConfig::default(), shutdown).await?;
     Ok(())
 }

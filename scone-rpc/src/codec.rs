@@ -45,7 +45,8 @@ impl<Item, SinkItem: Serialize> tokio_serde::Serializer<SinkItem> for Postcard<I
     type Error = io::Error;
 
     fn serialize(self: Pin<&mut Self>, item: &SinkItem) -> Result<Bytes, io::Error> {
-        postcard::to_stdvec(item)
+        // Most messages (a request or reply with a SCONE or two) fit at once: no regrowth.
+        postcard::to_extend(item, Vec::with_capacity(1024))
             .map(Bytes::from)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
     }

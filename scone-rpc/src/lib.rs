@@ -40,7 +40,7 @@
 //!
 //! # #[tokio::main] async fn main() -> anyhow::Result<()> {
 //! let service = ServiceId::new("counter")?;
-//! let layer = SconeLayer::new(service.clone(), SigningKey::generate()?);
+//! let layer = SconeLayer::new(service.clone(), SigningKey::generate()?)?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! let addr = listener.local_addr()?;
 //! let serve = layer.wrap(CounterServer.serve());

@@ -160,6 +160,9 @@ pub enum MintError {
     /// The encoder failed.
     #[error("could not encode scone")]
     Encode(#[from] postcard::Error),
+    /// The minted bytes did not read back as the SCONE just built (a bug, never expected).
+    #[error("minted scone does not decode; this is a bug")]
+    Inconsistent,
 }
 
 /// A failure to make, read or write a key.

@@ -15,9 +15,31 @@ pub const MAX_SERVICE_ID_LEN: usize = 128;
 ///
 /// A verifier accepts only SCONEs for its own service, and caches key SCONEs by it.
 /// Allowed: 1 to 128 ASCII letters, digits and `. _ - / :`. Cloning is cheap.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ServiceId(Arc<str>);
+
+impl Serialize for ServiceId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+/// Deserialized from a string, validated, and interned (see [`ServiceId::interned`]).
+impl<'de> Deserialize<'de> for ServiceId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ServiceId;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a service id")
+            }
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<ServiceId, E> {
+                ServiceId::interned(name).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
 
 impl ServiceId {
     /// Checks `name` and makes a service ID of it.
@@ -33,6 +55,26 @@ impl ServiceId {
             return Err(InvalidId::ServiceChar(bad));
         }
         Ok(Self(name.into()))
+    }
+
+    /// Like [`new`](Self::new), but reuses this thread's last result when the name is the
+    /// same: a process decodes SCONEs of only a few services, and this saves an allocation
+    /// per decode.
+    pub fn interned(name: &str) -> Result<Self, InvalidId> {
+        thread_local! {
+            static LAST: std::cell::RefCell<Option<ServiceId>> = const { std::cell::RefCell::new(None) };
+        }
+        LAST.with(|last| {
+            let mut last = last.borrow_mut();
+            match &*last {
+                Some(id) if id.as_str() == name => Ok(id.clone()),
+                _ => {
+                    let id = Self::new(name)?;
+                    *last = Some(id.clone());
+                    Ok(id)
+                }
+            }
+        })
     }
 
     /// The name as a string slice.
@@ -105,7 +147,7 @@ fn parse_hex<const N: usize>(s: &str) -> Result<[u8; N], InvalidId> {
 /// The server picks it when it starts a session; it stays the same across the session's
 /// versions, so caches and replicas can tell a newer version from another session.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct EndpointId([u8; 16]);
+pub struct EndpointId(#[serde(with = "serde_bytes")] [u8; 16]);
 
 impl EndpointId {
     /// An endpoint ID from its bytes.
@@ -162,7 +204,7 @@ impl fmt::Display for ObjectId {
 /// Verifiers look the public key up by this ID, so keys can rotate while older SCONEs
 /// stay verifiable until they expire.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct KeyId([u8; 8]);
+pub struct KeyId(#[serde(with = "serde_bytes")] [u8; 8]);
 
 impl KeyId {
     /// A key ID from its bytes.

@@ -28,6 +28,7 @@
 //! - [`seal`]: the signature over a Merkle root of blake3 digests, and the issuer-only tag.
 //! - [`keys`]: signing and public keys, key IDs, key files.
 //! - [`mint`]: [`Minter`] turns a [`Draft`] into a signed SCONE, alone or in a batch.
+//! - [`presign`]: offline/online Ed25519 signing with precomputed nonces.
 //! - [`verify`]: [`Verifier`] and its [`KeyRing`]: every check before a handler sees state.
 //! - [`bundle`]: [`SconeBundle`], the SCONEs one message carries, one per service.
 //! - [`cache`]: [`SconeCache`], a bounded LRU by service ID (clients) or client and service (relays).
@@ -58,6 +59,7 @@ pub mod error;
 pub mod ids;
 pub mod keys;
 pub mod mint;
+pub mod presign;
 pub mod scone;
 pub mod seal;
 pub mod verify;

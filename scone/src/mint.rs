@@ -10,8 +10,9 @@ use crate::clock::{self, Clock};
 use crate::error::MintError;
 use crate::ids::{EndpointId, ObjectId, ServiceId};
 use crate::keys::{PublicKey, SigningKey};
+use crate::presign::NoncePool;
 use crate::scone::{expiry, Scone, Status, WireClaims, DEFAULT_MAX_SCONE_BYTES, FORMAT_VERSION};
-use crate::seal::{self, Digest, MerkleTree, Seal, MAX_BATCH_DEPTH};
+use crate::seal::{self, Digest, MerkleTree, WireSeal, MAX_BATCH_DEPTH};
 use crate::KeyId;
 
 /// The fields of a SCONE to be minted; the minter adds the times, key ID and seal.
@@ -100,7 +101,7 @@ impl Default for MinterConfig {
 }
 
 /// Signs new SCONEs with a service's key.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Minter {
     /// The service's signing key (and the tag key derived from it).
     key: SigningKey,
@@ -108,6 +109,8 @@ pub struct Minter {
     clock: Arc<dyn Clock>,
     /// Limits and defaults.
     config: MinterConfig,
+    /// When set, signatures spend precomputed nonces (see [`presign`](crate::presign)).
+    presigned: Option<Arc<Presigned>>,
 }
 
 /// A draft encoded up to its claims, waiting for its seal.
@@ -115,6 +118,25 @@ struct Encoded {
     buf: Vec<u8>,
     claims_len: usize,
     tag: Option<Digest>,
+    /// Covers the claims and the tag; what the signature (or the batch root) stands on.
+    leaf: Digest,
+}
+
+/// Precomputed-nonce signing: the key in the form the online half needs, and the pool.
+struct Presigned {
+    expanded: ed25519_dalek::hazmat::ExpandedSecretKey,
+    public: [u8; 32],
+    pool: NoncePool,
+}
+
+impl std::fmt::Debug for Minter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Minter")
+            .field("key_id", &self.key.key_id())
+            .field("config", &self.config)
+            .field("nonce_pool", &self.presigned.as_ref().map(|p| &p.pool))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Minter {
@@ -124,6 +146,31 @@ impl Minter {
             key,
             clock: clock::system(),
             config: MinterConfig::default(),
+            presigned: None,
+        }
+    }
+
+    /// Signs with precomputed nonces, keeping `capacity` ready on a background thread: the
+    /// online cost of a signature drops from about 15 µs to about 1 µs, while the same
+    /// work is done off the request path. See [`presign`](crate::presign).
+    pub fn with_nonce_pool(mut self, capacity: usize) -> std::io::Result<Self> {
+        let expanded =
+            ed25519_dalek::hazmat::ExpandedSecretKey::from(&self.key.ed25519().to_bytes());
+        let pool = NoncePool::start(&expanded, capacity)?;
+        self.presigned = Some(Arc::new(Presigned {
+            public: self.key.public_key().as_bytes().to_owned(),
+            expanded,
+            pool,
+        }));
+        Ok(self)
+    }
+
+    fn sign(&self, digest: &Digest) -> [u8; 64] {
+        match &self.presigned {
+            Some(presigned) => presigned
+                .pool
+                .sign(&presigned.expanded, &presigned.public, digest),
+            None => self.key.ed25519().sign(digest).to_bytes(),
         }
     }
 
@@ -158,8 +205,7 @@ impl Minter {
     pub fn mint(&self, draft: Draft) -> Result<Scone, MintError> {
         let now_ms = self.clock.now_ms();
         let encoded = self.encode_claims(&draft, now_ms)?;
-        let leaf = seal::leaf_digest(&encoded.buf[..encoded.claims_len], encoded.tag.as_ref());
-        let signature = self.key.ed25519().sign(&leaf).to_bytes();
+        let signature = self.sign(&encoded.leaf);
         self.seal(&draft, encoded, now_ms, 0, Vec::new(), signature)
     }
 
@@ -183,12 +229,8 @@ impl Minter {
             .iter()
             .map(|draft| self.encode_claims(draft, now_ms))
             .collect::<Result<Vec<_>, _>>()?;
-        let leaves = encoded
-            .iter()
-            .map(|e| seal::leaf_digest(&e.buf[..e.claims_len], e.tag.as_ref()))
-            .collect();
-        let tree = MerkleTree::new(leaves);
-        let signature = self.key.ed25519().sign(&tree.root()).to_bytes();
+        let tree = MerkleTree::new(encoded.iter().map(|e| e.leaf).collect());
+        let signature = self.sign(&tree.root());
         drafts
             .iter()
             .zip(encoded)
@@ -229,11 +271,13 @@ impl Minter {
         let capacity = draft.state.len() + draft.service.as_str().len() + 192;
         let buf = postcard::to_extend(&self.claims(draft, now_ms), Vec::with_capacity(capacity))?;
         let claims_len = buf.len();
+        let claims_digest = seal::claims_digest(&buf);
         let tag = self
             .config
             .issuer_tag
-            .then(|| seal::tag(self.key.tag_key(), &buf));
+            .then(|| seal::tag(self.key.tag_key(), &claims_digest));
         Ok(Encoded {
+            leaf: seal::leaf_digest(&claims_digest, tag.as_ref()),
             buf,
             claims_len,
             tag,
@@ -246,14 +290,14 @@ impl Minter {
         encoded: Encoded,
         now_ms: u64,
         index: u32,
-        siblings: Vec<Digest>,
+        siblings: Vec<u8>,
         signature: [u8; 64],
     ) -> Result<Scone, MintError> {
-        let seal = Seal {
-            tag: encoded.tag,
+        let seal = WireSeal {
+            tag: encoded.tag.as_ref().map(|tag| &tag[..]),
             index,
-            siblings,
-            signature,
+            siblings: &siblings,
+            signature: &signature,
         };
         let buf = postcard::to_extend(&seal, encoded.buf)?;
         if buf.len() > self.config.max_scone_bytes {
@@ -263,12 +307,12 @@ impl Minter {
             });
         }
         let claims = self.claims(draft, now_ms);
-        Ok(Scone::from_parts(
+        Scone::from_parts(
             Bytes::from(buf),
             encoded.claims_len,
             &claims,
             draft.service.clone(),
-            seal,
-        ))
+        )
+        .map_err(|_| MintError::Inconsistent)
     }
 }

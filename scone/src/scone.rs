@@ -5,11 +5,14 @@
 //! An encoded SCONE is two postcard values back to back:
 //!
 //! ```text
-//! claims = format:u8 (=1) | key_id:[u8;8] | service:str | endpoint:[u8;16] | object:varint
-//!          | status:varint | version:varint | issued_at_ms:varint | expires_at_ms:varint
-//!          | state:bytes
-//! seal   = tag:option<[u8;32]> | index:varint | siblings:seq<[u8;32]> | signature:bytes(64)
+//! claims = format:u8 (=1) | key_id:bytes(8) | service:str | endpoint:bytes(16)
+//!          | object:varint | status:varint | version:varint | issued_at_ms:varint
+//!          | expires_at_ms:varint | state:bytes
+//! seal   = tag:option<bytes(32)> | index:varint | siblings:bytes(32 × depth)
+//!          | signature:bytes(64)
 //! ```
+//!
+//! (`bytes(n)` is a postcard byte string: a varint length, then the bytes.)
 //!
 //! The first byte is the format version, read before anything else, so later formats can
 //! change everything after it. The signature covers the exact claim bytes as received
@@ -29,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::to_system_time;
 use crate::error::DecodeError;
 use crate::ids::{EndpointId, KeyId, ObjectId, ServiceId};
-use crate::seal::{leaf_digest, Digest, Seal};
+use crate::seal::{Digest, Seal};
 
 /// The format version this build writes and reads.
 pub const FORMAT_VERSION: u8 = 1;
@@ -154,12 +157,8 @@ impl Scone {
         }
         let (claims, rest) = postcard::take_from_bytes::<WireClaims<'_>>(&encoded)?;
         let claims_len = encoded.len() - rest.len();
-        let (seal, trailing) = postcard::take_from_bytes::<Seal>(rest)?;
-        if !trailing.is_empty() {
-            return Err(DecodeError::Malformed("trailing bytes after the seal"));
-        }
-        seal.check_shape().map_err(DecodeError::Malformed)?;
-        let service = ServiceId::new(claims.service)
+        let seal = Seal::parse(&encoded, claims_len)?;
+        let service = ServiceId::interned(claims.service)
             .map_err(|_| DecodeError::Malformed("invalid service id"))?;
         Ok(Self {
             claims_len,
@@ -279,7 +278,7 @@ impl Scone {
 
     /// How many SCONEs shared its signature, rounded up to a power of two (1 when alone).
     pub fn batch_size_bound(&self) -> u64 {
-        1 << self.seal.siblings.len()
+        1 << self.seal.depth()
     }
 
     /// A draft of the next version of this state: same service, endpoint and object,
@@ -304,19 +303,21 @@ impl Scone {
         &self.seal
     }
 
-    pub(crate) fn leaf_digest(&self) -> Digest {
-        leaf_digest(self.claims_bytes(), self.seal.tag.as_ref())
+    /// The digest of the claim bytes, from which the tag and leaf are derived.
+    pub(crate) fn claims_digest(&self) -> Digest {
+        crate::seal::claims_digest(self.claims_bytes())
     }
 
-    /// Builds a SCONE from an encoding the minter has just produced; no parsing needed.
+    /// Builds a SCONE from an encoding the minter has just produced: the claims are known,
+    /// only the seal is read back (a copy-free parse).
     pub(crate) fn from_parts(
         encoded: Bytes,
         claims_len: usize,
         claims: &WireClaims<'_>,
         service: ServiceId,
-        seal: Seal,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, DecodeError> {
+        let seal = Seal::parse(&encoded, claims_len)?;
+        Ok(Self {
             state: state_range(claims_len, claims.state.len()),
             encoded,
             claims_len,
@@ -329,7 +330,7 @@ impl Scone {
             expires_at_ms: claims.expires_at_ms,
             key_id: claims.key_id,
             seal,
-        }
+        })
     }
 }
 

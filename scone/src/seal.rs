@@ -1,18 +1,32 @@
 //! What authenticates a SCONE: an ed25519 signature over a Merkle root of blake3 leaf
 //! digests, and an optional issuer-only keyed blake3 tag.
 //!
-//! A SCONE minted alone has an empty Merkle path, so its root is its own leaf digest. A
-//! batch minted at one moment shares one signature over the root of a tree of their leaves;
-//! each SCONE carries the sibling digests from its leaf to that root. Verifying costs the
-//! same either way (one signature check plus a few blake3 hashes), while signing a batch
-//! costs one signature for the whole group.
+//! The claim bytes are hashed once, into the *claims digest*; everything else works on
+//! that 32-byte digest. The issuer tag is a keyed hash of it under the issuer's secret tag
+//! key; the *leaf digest* covers the tag and the claims digest. A SCONE minted alone has an
+//! empty Merkle path, so its root is its own leaf digest. A batch minted at one moment
+//! shares one signature over the root of a tree of their leaves; each SCONE carries the
+//! sibling digests from its leaf to that root. Verifying costs the same either way (one
+//! signature check plus a few blake3 hashes), while signing a batch costs one signature for
+//! the whole group.
 
+use std::sync::LazyLock;
+
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-/// Domain-separation contexts for the tree's two kinds of node, so that an inner node can
-/// never pass for a leaf, nor a digest made for another purpose for either.
-const LEAF_CONTEXT: &str = "scone 2026-11-21 leaf v1";
-const NODE_CONTEXT: &str = "scone 2026-11-21 node v1";
+use crate::error::DecodeError;
+
+/// One public blake3 key per kind of digest, derived from its context string: the claims
+/// digest, a leaf and an inner node can never pass for one another, nor for a digest made
+/// for any other purpose. (Keyed hashing with a fixed key derived once costs less per call
+/// than blake3's derive-key mode, which rehashes the context every time.)
+static CLAIMS_KEY: LazyLock<[u8; 32]> =
+    LazyLock::new(|| blake3::derive_key("scone 2026-11-21 claims digest v1", b""));
+static LEAF_KEY: LazyLock<[u8; 32]> =
+    LazyLock::new(|| blake3::derive_key("scone 2026-11-21 leaf v1", b""));
+static NODE_KEY: LazyLock<[u8; 32]> =
+    LazyLock::new(|| blake3::derive_key("scone 2026-11-21 node v1", b""));
 
 /// Deepest Merkle path accepted: a batch holds at most 2^16 SCONEs.
 pub const MAX_BATCH_DEPTH: usize = 16;
@@ -20,68 +34,127 @@ pub const MAX_BATCH_DEPTH: usize = 16;
 /// A 32-byte blake3 digest.
 pub(crate) type Digest = [u8; 32];
 
-/// The authenticating tail of an encoded SCONE.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Seal {
-    /// Keyed blake3 of the claims under the issuer's tag key. Only the issuer can check it;
-    /// the leaf digest covers it, so changing it breaks the public signature too.
-    pub tag: Option<Digest>,
+/// The authenticating tail of an encoded SCONE, as it is laid out on the wire. Fixed-size
+/// fields travel as byte strings so that encoding and decoding them is a copy.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct WireSeal<'a> {
+    /// Keyed blake3 of the claims digest under the issuer's tag key (32 bytes). Only the
+    /// issuer can check it; the leaf digest covers it, so changing it breaks the public
+    /// signature too.
+    #[serde(with = "serde_bytes", borrow)]
+    pub tag: Option<&'a [u8]>,
     /// Leaf position in its batch: bit `i` says whether the node at level `i` is a right child.
     pub index: u32,
-    /// Sibling digests from the leaf up to the root; empty when minted alone.
-    pub siblings: Vec<Digest>,
+    /// Sibling digests from the leaf up to the root, 32 bytes each; empty when minted alone.
+    #[serde(with = "serde_bytes", borrow)]
+    pub siblings: &'a [u8],
+    /// ed25519 signature over the root (64 bytes).
+    #[serde(with = "serde_bytes", borrow)]
+    pub signature: &'a [u8],
+}
+
+/// The authenticating tail of a decoded SCONE.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Seal {
+    /// The issuer tag, if the minter added one.
+    pub tag: Option<Digest>,
+    /// Leaf position in its batch.
+    pub index: u32,
+    /// Sibling digests, 32 bytes each: a slice of the SCONE's own bytes, not a copy.
+    pub siblings: Bytes,
     /// ed25519 signature over the root.
-    #[serde(with = "serde_bytes")]
     pub signature: [u8; 64],
 }
 
 impl Seal {
-    /// Checks what the decoder cannot: a bounded path, and an index that fits it (so one
-    /// SCONE has exactly one encoding).
-    pub fn check_shape(&self) -> Result<(), &'static str> {
-        if self.siblings.len() > MAX_BATCH_DEPTH {
-            return Err("merkle path too deep");
+    /// Parses the seal that fills `encoded[start..]` exactly, and checks what the decoder
+    /// cannot: field lengths, a bounded path, and an index that fits it (so one SCONE has
+    /// exactly one encoding).
+    pub fn parse(encoded: &Bytes, start: usize) -> Result<Self, DecodeError> {
+        let rest = &encoded[start..];
+        let (wire, trailing) = postcard::take_from_bytes::<WireSeal<'_>>(rest)?;
+        if !trailing.is_empty() {
+            return Err(DecodeError::Malformed("trailing bytes after the seal"));
         }
-        if u64::from(self.index) >> self.siblings.len() != 0 {
-            return Err("merkle index out of range for its path");
+        let tag = match wire.tag {
+            None => None,
+            Some(tag) => Some(
+                Digest::try_from(tag).map_err(|_| DecodeError::Malformed("tag is not 32 bytes"))?,
+            ),
+        };
+        let signature = <[u8; 64]>::try_from(wire.signature)
+            .map_err(|_| DecodeError::Malformed("signature is not 64 bytes"))?;
+        if wire.siblings.len() % 32 != 0 {
+            return Err(DecodeError::Malformed("merkle path is not whole digests"));
         }
-        Ok(())
+        let depth = wire.siblings.len() / 32;
+        if depth > MAX_BATCH_DEPTH {
+            return Err(DecodeError::Malformed("merkle path too deep"));
+        }
+        if u64::from(wire.index) >> depth != 0 {
+            return Err(DecodeError::Malformed(
+                "merkle index out of range for its path",
+            ));
+        }
+        let offset = wire.siblings.as_ptr() as usize - encoded.as_ptr() as usize;
+        Ok(Self {
+            tag,
+            index: wire.index,
+            siblings: encoded.slice(offset..offset + wire.siblings.len()),
+            signature,
+        })
+    }
+
+    /// How many levels its Merkle path has.
+    pub fn depth(&self) -> usize {
+        self.siblings.len() / 32
     }
 }
 
-/// The leaf digest: covers the tag (fixed-length, first) and the exact claim bytes.
-pub(crate) fn leaf_digest(claims: &[u8], tag: Option<&Digest>) -> Digest {
-    let mut hasher = blake3::Hasher::new_derive_key(LEAF_CONTEXT);
-    match tag {
-        None => hasher.update(&[0]),
-        Some(tag) => hasher.update(&[1]).update(tag),
+/// The claims digest: the one pass over the claim bytes.
+pub(crate) fn claims_digest(claims: &[u8]) -> Digest {
+    *blake3::keyed_hash(&CLAIMS_KEY, claims).as_bytes()
+}
+
+/// The leaf digest: covers the tag (fixed length, after a presence byte) and the claims digest.
+pub(crate) fn leaf_digest(claims_digest: &Digest, tag: Option<&Digest>) -> Digest {
+    let mut input = [0u8; 65];
+    let len = match tag {
+        None => 1,
+        Some(tag) => {
+            input[0] = 1;
+            input[1..33].copy_from_slice(tag);
+            33
+        }
     };
-    hasher.update(claims);
-    *hasher.finalize().as_bytes()
+    input[len..len + 32].copy_from_slice(claims_digest);
+    *blake3::keyed_hash(&LEAF_KEY, &input[..len + 32]).as_bytes()
 }
 
 fn node_digest(left: &Digest, right: &Digest) -> Digest {
-    let mut hasher = blake3::Hasher::new_derive_key(NODE_CONTEXT);
-    hasher.update(left).update(right);
-    *hasher.finalize().as_bytes()
+    let mut input = [0u8; 64];
+    input[..32].copy_from_slice(left);
+    input[32..].copy_from_slice(right);
+    *blake3::keyed_hash(&NODE_KEY, &input).as_bytes()
 }
 
-/// The issuer-only tag over the claims.
-pub(crate) fn tag(tag_key: &[u8; 32], claims: &[u8]) -> Digest {
-    *blake3::keyed_hash(tag_key, claims).as_bytes()
+/// The issuer-only tag over the claims digest.
+pub(crate) fn tag(tag_key: &[u8; 32], claims_digest: &Digest) -> Digest {
+    *blake3::keyed_hash(tag_key, claims_digest).as_bytes()
 }
 
-/// Whether `tag` is the issuer's tag for `claims`, compared in constant time.
-pub(crate) fn tag_matches(tag_key: &[u8; 32], claims: &[u8], tag: &Digest) -> bool {
-    blake3::keyed_hash(tag_key, claims) == blake3::Hash::from_bytes(*tag)
+/// Whether `tag` is the issuer's tag for `claims_digest`, compared in constant time.
+pub(crate) fn tag_matches(tag_key: &[u8; 32], claims_digest: &Digest, tag: &Digest) -> bool {
+    blake3::keyed_hash(tag_key, claims_digest) == blake3::Hash::from_bytes(*tag)
 }
 
-/// Folds a leaf up its path to the root.
-pub(crate) fn root_from_path(leaf: Digest, index: u32, siblings: &[Digest]) -> Digest {
+/// Folds a leaf up its path (`siblings`, 32 bytes per level) to the root.
+pub(crate) fn root_from_path(leaf: Digest, index: u32, siblings: &[u8]) -> Digest {
     siblings
-        .iter()
+        .chunks_exact(32)
         .enumerate()
         .fold(leaf, |node, (level, sibling)| {
+            let sibling: &Digest = sibling.try_into().unwrap_or(&[0; 32]);
             if index >> level & 1 == 0 {
                 node_digest(&node, sibling)
             } else {
@@ -123,13 +196,13 @@ impl MerkleTree {
             .unwrap_or_default()
     }
 
-    /// The siblings from leaf `index` to the root.
-    pub fn path(&self, index: usize) -> Vec<Digest> {
+    /// The siblings from leaf `index` to the root, 32 bytes per level.
+    pub fn path(&self, index: usize) -> Vec<u8> {
         let mut position = index;
-        let mut siblings = Vec::with_capacity(self.levels.len().saturating_sub(1));
+        let mut siblings = Vec::with_capacity(32 * self.levels.len().saturating_sub(1));
         for level in &self.levels[..self.levels.len() - 1] {
             let sibling = position ^ 1;
-            siblings.push(*level.get(sibling).unwrap_or(&level[position]));
+            siblings.extend_from_slice(level.get(sibling).unwrap_or(&level[position]));
             position /= 2;
         }
         siblings
@@ -142,7 +215,7 @@ mod tests {
 
     fn leaves(n: usize) -> Vec<Digest> {
         (0..n)
-            .map(|i| leaf_digest(&i.to_le_bytes(), None))
+            .map(|i| leaf_digest(&claims_digest(&i.to_le_bytes()), None))
             .collect()
     }
 
@@ -153,7 +226,10 @@ mod tests {
             let tree = MerkleTree::new(leaves.clone());
             for (i, leaf) in leaves.iter().enumerate() {
                 let path = tree.path(i);
-                assert_eq!(path.len(), n.next_power_of_two().trailing_zeros() as usize);
+                assert_eq!(
+                    path.len(),
+                    32 * n.next_power_of_two().trailing_zeros() as usize
+                );
                 assert_eq!(
                     root_from_path(*leaf, i as u32, &path),
                     tree.root(),
@@ -173,9 +249,20 @@ mod tests {
     #[test]
     fn tag_covers_claims() {
         let key = [3u8; 32];
-        let t = tag(&key, b"claims");
-        assert!(tag_matches(&key, b"claims", &t));
-        assert!(!tag_matches(&key, b"claimz", &t));
-        assert!(!tag_matches(&[4u8; 32], b"claims", &t));
+        let digest = claims_digest(b"claims");
+        let t = tag(&key, &digest);
+        assert!(tag_matches(&key, &digest, &t));
+        assert!(!tag_matches(&key, &claims_digest(b"claimz"), &t));
+        assert!(!tag_matches(&[4u8; 32], &digest, &t));
+    }
+
+    #[test]
+    fn leaf_digests_separate_tagged_from_untagged() {
+        let digest = claims_digest(b"claims");
+        assert_ne!(
+            leaf_digest(&digest, None),
+            leaf_digest(&digest, Some(&[0; 32]))
+        );
+        assert_ne!(leaf_digest(&digest, None), digest);
     }
 }

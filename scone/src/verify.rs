@@ -174,7 +174,8 @@ impl Verifier {
             }
         }
         self.check_window(scone)?;
-        if self.issued_by_me(scone) {
+        let claims_digest = scone.claims_digest();
+        if self.issued_by_me(scone, &claims_digest) {
             return Ok(());
         }
         let key = self
@@ -182,7 +183,8 @@ impl Verifier {
             .get(scone.key_id())
             .ok_or(VerifyError::UnknownKey(scone.key_id()))?;
         let seal = scone.seal();
-        let root = seal::root_from_path(scone.leaf_digest(), seal.index, &seal.siblings);
+        let leaf = seal::leaf_digest(&claims_digest, seal.tag.as_ref());
+        let root = seal::root_from_path(leaf, seal.index, &seal.siblings);
         let signature = ed25519_dalek::Signature::from_bytes(&seal.signature);
         // Strict: rejects non-canonical and small-order encodings, so a signature cannot be
         // altered into another one that still verifies.
@@ -209,10 +211,10 @@ impl Verifier {
         Ok(())
     }
 
-    fn issued_by_me(&self, scone: &Scone) -> bool {
+    fn issued_by_me(&self, scone: &Scone, claims_digest: &seal::Digest) -> bool {
         match (&self.own_tag, &scone.seal().tag) {
             (Some((key_id, tag_key)), Some(tag)) if *key_id == scone.key_id() => {
-                seal::tag_matches(tag_key, scone.claims_bytes(), tag)
+                seal::tag_matches(tag_key, claims_digest, tag)
             }
             _ => false,
         }

@@ -251,16 +251,19 @@ fn a_batch_member_with_another_members_path_fails() {
     let claims_len = |s: &Scone| s.encoded_len() - seal_len(s);
     let mut forged = batch[1].encoded()[..claims_len(&batch[1])].to_vec();
     forged.extend_from_slice(&batch[0].encoded()[claims_len(&batch[0])..]);
+    let forged = Scone::decode(forged).expect("the graft is well-formed");
+    assert_eq!(forged.endpoint(), endpoint(1));
     assert!(matches!(
-        f.verifier.decode(forged),
+        f.verifier.verify(&forged),
         Err(VerifyError::BadSignature)
     ));
 }
 
-/// The seal's length: a batch of 4 carries 2 siblings, so tag(33) + index(1) + len(1) +
-/// 2*32 + signature(1 + 64).
-fn seal_len(_: &Scone) -> usize {
-    33 + 1 + 1 + 64 + 65
+/// The seal's encoded length (wire format v1): tag (option byte, length byte, 32),
+/// index (one byte below 128), siblings (length byte, 32 per level), signature (1 + 64).
+fn seal_len(scone: &Scone) -> usize {
+    let depth = scone.batch_size_bound().trailing_zeros() as usize;
+    (1 + 1 + 32) + 1 + (1 + 32 * depth) + (1 + 64)
 }
 
 #[test]
@@ -383,4 +386,23 @@ proptest! {
         if let Some(first) = v1.first_mut() { *first = scone::FORMAT_VERSION; }
         let _ = Scone::decode(v1);
     }
+}
+
+#[test]
+fn scones_signed_with_precomputed_nonces_verify_publicly() {
+    let f = fixture(1);
+    let minter = f.minter.clone().with_nonce_pool(16).unwrap();
+    let single = minter.mint(draft(b"presigned")).unwrap();
+    assert!(f.verifier.verify(&single).is_ok());
+    let drafts: Vec<_> = (0..5).map(|i| Draft::new(cart(), endpoint(i))).collect();
+    for scone in minter.mint_batch(&drafts).unwrap() {
+        assert!(f.verifier.verify(&scone).is_ok());
+    }
+    // Same claims, fresh nonce: a different signature, equally valid.
+    let again = minter.mint(draft(b"presigned")).unwrap();
+    assert_ne!(again.encoded(), single.encoded());
+    let mut tampered = single.encoded().to_vec();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    assert!(f.verifier.decode(tampered).is_err());
 }

@@ -32,6 +32,9 @@ pub struct LayerConfig {
     pub bundle_limits: BundleLimits,
     /// Most SCONEs signed under one signature (group commit); 1 signs each alone.
     pub max_signing_group: usize,
+    /// Precomputed signing nonces kept ready by a background thread; 0 signs the
+    /// RFC 8032 way, computing each nonce on the request path (see `scone::presign`).
+    pub presigned_nonces: usize,
 }
 
 impl Default for LayerConfig {
@@ -42,6 +45,7 @@ impl Default for LayerConfig {
             max_scone_bytes: scone::DEFAULT_MAX_SCONE_BYTES,
             bundle_limits: BundleLimits::default(),
             max_signing_group: 64,
+            presigned_nonces: 256,
         }
     }
 }
@@ -69,7 +73,9 @@ pub struct SconeLayer {
 
 impl SconeLayer {
     /// A layer for `service`, signing with `key`, with default settings.
-    pub fn new(service: ServiceId, key: SigningKey) -> Self {
+    ///
+    /// Fails only if the nonce pool's background thread cannot be started.
+    pub fn new(service: ServiceId, key: SigningKey) -> std::io::Result<Self> {
         Self::with_config(service, key, KeyRing::new(), LayerConfig::default())
     }
 
@@ -79,7 +85,7 @@ impl SconeLayer {
         key: SigningKey,
         older_keys: KeyRing,
         config: LayerConfig,
-    ) -> Self {
+    ) -> std::io::Result<Self> {
         let verifier = Verifier::new(older_keys)
             .for_service(service.clone())
             .with_config(VerifierConfig {
@@ -87,19 +93,22 @@ impl SconeLayer {
                 max_scone_bytes: config.max_scone_bytes,
             })
             .trusting_own_tags(&key);
-        let minter = Minter::new(key).with_config(MinterConfig {
+        let mut minter = Minter::new(key).with_config(MinterConfig {
             default_ttl: config.ttl,
             max_scone_bytes: config.max_scone_bytes,
             issuer_tag: true,
         });
-        Self {
+        if config.presigned_nonces > 0 {
+            minter = minter.with_nonce_pool(config.presigned_nonces)?;
+        }
+        Ok(Self {
             shared: Arc::new(Shared {
                 service,
                 verifier,
                 signer: GroupSigner::new(minter, config.max_signing_group),
                 config,
             }),
-        }
+        })
     }
 
     /// The service's public key, for clients and relays that want to verify.

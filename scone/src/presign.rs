@@ -1,0 +1,232 @@
+//! Offline/online Ed25519 signing: the expensive half of each signature, the nonce
+//! commitment `R = r·B`, is computed ahead of time on a background thread.
+//!
+//! An Ed25519 signature is `(R, s)` with `R = r·B` and `s = r + H(R ‖ A ‖ M)·a`. RFC 8032
+//! derives `r` from the message, so `R` can only be computed once the message is known,
+//! and that scalar multiplication is most of the cost of signing (about 15 µs). Any `r`
+//! that is uniformly random, secret and never reused gives a signature that is just as
+//! secure and that every Ed25519 verifier accepts unchanged (verifiers cannot tell how `r`
+//! was chosen). So a [`NoncePool`] keeps a supply of `(r, R)` pairs, and signing a message
+//! costs two hashes and a scalar multiply-add.
+//!
+//! The nonces are *hedged*: `r = SHA-512(context ‖ key's hash prefix ‖ 32 fresh OS random
+//! bytes ‖ counter)` reduced mod ℓ, so `r` stays secret even if the OS generator were
+//! weak, as long as the key is. Each nonce is popped under a lock, used once and wiped.
+//! When the pool is empty the signer computes a fresh nonce inline: it never waits.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use curve25519_dalek::{EdwardsPoint, Scalar};
+use ed25519_dalek::hazmat::ExpandedSecretKey;
+use sha2::{Digest, Sha512};
+use zeroize::Zeroize;
+
+const NONCE_CONTEXT: &[u8] = b"scone 2026-11-21 presigned ed25519 nonce v1";
+
+/// One single-use nonce and its commitment.
+struct Nonce {
+    /// The secret nonce scalar `r`.
+    r: Scalar,
+    /// `R = r·B`, compressed.
+    commitment: [u8; 32],
+}
+
+impl Drop for Nonce {
+    fn drop(&mut self) {
+        self.r.zeroize();
+    }
+}
+
+/// What the pool and its refill thread share.
+struct Shared {
+    /// Ready nonces.
+    nonces: Mutex<Vec<Nonce>>,
+    /// Wakes the refill thread when the pool runs low, or to stop.
+    low: Condvar,
+    /// How many nonces to keep ready.
+    capacity: usize,
+    /// Set when the pool is dropped.
+    stop: AtomicBool,
+    /// The key's hash prefix, secret: hedges the nonces against a weak OS generator.
+    hash_prefix: [u8; 32],
+    /// Makes every nonce's hash input distinct.
+    counter: AtomicU64,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.hash_prefix.zeroize();
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Vec<Nonce>> {
+        self.nonces
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn fresh_nonce(&self) -> Nonce {
+        let mut random = [0u8; 32];
+        // Should the OS generator fail, the counter and the secret prefix still make `r`
+        // unique and unpredictable to anyone without the key.
+        let _ = getrandom::fill(&mut random);
+        let counter = self.counter.fetch_add(1, Ordering::Relaxed);
+        let r = Scalar::from_hash(
+            Sha512::new()
+                .chain_update(NONCE_CONTEXT)
+                .chain_update(self.hash_prefix)
+                .chain_update(random)
+                .chain_update(counter.to_le_bytes()),
+        );
+        random.zeroize();
+        let commitment = EdwardsPoint::mul_base(&r).compress().to_bytes();
+        Nonce { r, commitment }
+    }
+
+    fn refill_loop(&self) {
+        loop {
+            {
+                let mut nonces = self.lock();
+                while nonces.len() >= self.capacity && !self.stop.load(Ordering::Acquire) {
+                    nonces = self.low.wait(nonces).unwrap_or_else(|p| p.into_inner());
+                }
+            }
+            if self.stop.load(Ordering::Acquire) {
+                return;
+            }
+            // Compute outside the lock, a few at a time, so signers are never held up.
+            let batch: Vec<Nonce> = (0..16).map(|_| self.fresh_nonce()).collect();
+            self.lock().extend(batch);
+        }
+    }
+}
+
+/// A supply of precomputed Ed25519 nonces for one signing key, refilled by a background
+/// thread that stops when the pool is dropped.
+pub struct NoncePool {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for NoncePool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NoncePool")
+            .field("capacity", &self.shared.capacity)
+            .field("ready", &self.shared.lock().len())
+            .finish()
+    }
+}
+
+impl NoncePool {
+    /// Starts a pool keeping `capacity` nonces ready for `key`.
+    pub fn start(key: &ExpandedSecretKey, capacity: usize) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared {
+            nonces: Mutex::new(Vec::with_capacity(capacity)),
+            low: Condvar::new(),
+            capacity: capacity.max(1),
+            stop: AtomicBool::new(false),
+            hash_prefix: key.hash_prefix,
+            counter: AtomicU64::new(0),
+        });
+        let worker = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("scone-nonces".into())
+            .spawn(move || worker.refill_loop())?;
+        Ok(Self { shared })
+    }
+
+    /// How many nonces are ready now.
+    pub fn ready(&self) -> usize {
+        self.shared.lock().len()
+    }
+
+    fn take(&self) -> Nonce {
+        let mut nonces = self.shared.lock();
+        let nonce = nonces.pop();
+        if nonces.len() <= self.shared.capacity / 2 {
+            self.shared.low.notify_one();
+        }
+        drop(nonces);
+        nonce.unwrap_or_else(|| self.shared.fresh_nonce())
+    }
+
+    /// Signs `message` with `key` (whose public key is `public`), spending one nonce.
+    pub fn sign(&self, key: &ExpandedSecretKey, public: &[u8; 32], message: &[u8]) -> [u8; 64] {
+        let nonce = self.take();
+        let k = Scalar::from_hash(
+            Sha512::new()
+                .chain_update(nonce.commitment)
+                .chain_update(public)
+                .chain_update(message),
+        );
+        let s = k * key.scalar + nonce.r;
+        let mut signature = [0u8; 64];
+        signature[..32].copy_from_slice(&nonce.commitment);
+        signature[32..].copy_from_slice(s.as_bytes());
+        signature
+    }
+}
+
+impl Drop for NoncePool {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        // Take the lock so the refill thread is either waiting (and gets the notice) or
+        // will see the flag before it waits again.
+        let _nonces = self.shared.lock();
+        self.shared.low.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::{Signature, Verifier as _};
+
+    fn key(seed: u8) -> (ed25519_dalek::SigningKey, ExpandedSecretKey) {
+        let signing = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+        let expanded = ExpandedSecretKey::from(&signing.to_bytes());
+        (signing, expanded)
+    }
+
+    #[test]
+    fn presigned_signatures_verify_as_standard_ed25519() {
+        let (signing, expanded) = key(1);
+        let public = signing.verifying_key();
+        let pool = NoncePool::start(&expanded, 8).unwrap();
+        for message in [&b""[..], b"hello", &[0xAB; 300]] {
+            let signature =
+                Signature::from_bytes(&pool.sign(&expanded, public.as_bytes(), message));
+            public.verify_strict(message, &signature).unwrap();
+            public.verify(message, &signature).unwrap();
+        }
+    }
+
+    #[test]
+    fn nonces_are_never_reused_and_a_signature_binds_its_message() {
+        let (signing, expanded) = key(2);
+        let public = signing.verifying_key();
+        let pool = NoncePool::start(&expanded, 4).unwrap();
+        // More signatures than the pool holds: some nonces come from the inline fallback.
+        let signatures: Vec<[u8; 64]> = (0..50)
+            .map(|_| pool.sign(&expanded, public.as_bytes(), b"same message"))
+            .collect();
+        let mut commitments: Vec<&[u8]> = signatures.iter().map(|s| &s[..32]).collect();
+        commitments.sort();
+        commitments.dedup();
+        assert_eq!(commitments.len(), signatures.len(), "every R is distinct");
+        let signature = Signature::from_bytes(&signatures[0]);
+        assert!(public.verify_strict(b"other message", &signature).is_err());
+    }
+
+    #[test]
+    fn the_pool_refills_in_the_background() {
+        let (_, expanded) = key(3);
+        let pool = NoncePool::start(&expanded, 32).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while pool.ready() < 32 {
+            assert!(std::time::Instant::now() < deadline, "pool never filled");
+            std::thread::yield_now();
+        }
+    }
+}
