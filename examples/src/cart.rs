@@ -69,8 +69,17 @@ pub struct CartServer {
     pub name: Arc<str>,
 }
 
-fn state_error(error: scone_rpc::StateError) -> CartError {
-    CartError::State(format!("{error:#}"))
+impl From<scone_rpc::StateError> for CartError {
+    fn from(error: scone_rpc::StateError) -> Self {
+        // The error crosses the wire as text: keep its whole chain.
+        let mut text = error.to_string();
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            text = format!("{text}: {cause}");
+            source = cause.source();
+        }
+        CartError::State(text)
+    }
 }
 
 impl CartServer {
@@ -92,29 +101,29 @@ impl Cart for CartServer {
         if quantity == 0 || quantity > MAX_QUANTITY {
             return Err(CartError::BadQuantity(quantity));
         }
-        let mut cart = CartState::load().map_err(state_error)?;
+        let mut cart = CartState::load()?;
         let count = cart.items_mut().entry(item).or_default();
         *count = count.saturating_add(quantity).min(MAX_QUANTITY);
         *cart.changes_mut() += 1;
         let view = self.render(&cart);
-        cart.save().map_err(state_error)?;
+        cart.save()?;
         Ok(view)
     }
 
     async fn remove(self, _: tarpc::context::Context, item: String) -> Result<CartView, CartError> {
-        let mut cart = CartState::load().map_err(state_error)?;
+        let mut cart = CartState::load()?;
         if cart.items_mut().remove(&item).is_none() {
             return Err(CartError::NotInCart(item));
         }
         *cart.changes_mut() += 1;
         let view = self.render(&cart);
-        cart.save().map_err(state_error)?;
+        cart.save()?;
         Ok(view)
     }
 
     async fn view(self, _: tarpc::context::Context) -> Result<CartView, CartError> {
         // Reading only: nothing is marked, so nothing is re-signed.
-        let cart = CartState::load().map_err(state_error)?;
+        let cart = CartState::load()?;
         Ok(self.render(&cart))
     }
 }

@@ -1,0 +1,9 @@
+use scone_rpc::state::SconeState;
+
+#[derive(SconeState, serde::Serialize, serde::Deserialize, Default)]
+#[scone(service = "cart")]
+struct Cart<T> {
+    items: Vec<T>,
+}
+
+fn main() {}

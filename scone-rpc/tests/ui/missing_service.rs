@@ -1,0 +1,8 @@
+use scone_rpc::state::SconeState;
+
+#[derive(SconeState, serde::Serialize, serde::Deserialize, Default)]
+struct Cart {
+    items: Vec<String>,
+}
+
+fn main() {}
