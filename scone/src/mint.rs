@@ -166,12 +166,10 @@ impl Minter {
     }
 
     fn sign(&self, digest: &Digest) -> [u8; 64] {
-        match &self.presigned {
-            Some(presigned) => presigned
-                .pool
-                .sign(&presigned.expanded, &presigned.public, digest),
-            None => self.key.ed25519().sign(digest).to_bytes(),
-        }
+        self.presigned
+            .as_ref()
+            .and_then(|p| p.pool.sign(&p.expanded, &p.public, digest))
+            .unwrap_or_else(|| self.key.ed25519().sign(digest).to_bytes())
     }
 
     /// Replaces the settings.

@@ -11,8 +11,12 @@
 //!
 //! The nonces are *hedged*: `r = SHA-512(context ‖ key's hash prefix ‖ 32 fresh OS random
 //! bytes ‖ counter)` reduced mod ℓ, so `r` stays secret even if the OS generator were
-//! weak, as long as the key is. Each nonce is popped under a lock, used once and wiped.
-//! When the pool is empty the signer computes a fresh nonce inline: it never waits.
+//! weak, as long as the key is. A nonce is made only when the OS generator answers:
+//! without fresh randomness two processes sharing a key could draw the same `r` for
+//! different messages, which reveals the key, so then the signer falls back to RFC 8032's
+//! deterministic nonce instead. Each nonce is popped under a lock, used once, and its slot
+//! and copy wiped. When the pool is empty the signer computes a fresh nonce inline: it
+//! never waits.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -30,6 +34,14 @@ struct Nonce {
     r: Scalar,
     /// `R = r·B`, compressed.
     commitment: [u8; 32],
+}
+
+impl Nonce {
+    /// What a slot holds once its nonce is taken.
+    const WIPED: Nonce = Nonce {
+        r: Scalar::ZERO,
+        commitment: [0; 32],
+    };
 }
 
 impl Drop for Nonce {
@@ -67,11 +79,13 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn fresh_nonce(&self) -> Nonce {
+    /// A new nonce, or `None` if the OS generator fails (see the module docs).
+    fn fresh_nonce(&self) -> Option<Nonce> {
         let mut random = [0u8; 32];
-        // Should the OS generator fail, the counter and the secret prefix still make `r`
-        // unique and unpredictable to anyone without the key.
-        let _ = getrandom::fill(&mut random);
+        if let Err(error) = getrandom::fill(&mut random) {
+            tracing::error!(%error, "no OS randomness: signing with deterministic nonces");
+            return None;
+        }
         let counter = self.counter.fetch_add(1, Ordering::Relaxed);
         let r = Scalar::from_hash(
             Sha512::new()
@@ -82,7 +96,7 @@ impl Shared {
         );
         random.zeroize();
         let commitment = EdwardsPoint::mul_base(&r).compress().to_bytes();
-        Nonce { r, commitment }
+        Some(Nonce { r, commitment })
     }
 
     fn refill_loop(&self) {
@@ -96,9 +110,15 @@ impl Shared {
             if self.stop.load(Ordering::Acquire) {
                 return;
             }
-            // Compute outside the lock, a few at a time, so signers are never held up.
-            let batch: Vec<Nonce> = (0..16).map(|_| self.fresh_nonce()).collect();
-            self.lock().extend(batch);
+            // Compute outside the lock so signers are never held up; the vector was sized
+            // once, so pushing never reallocates (and never leaves copies of nonces behind).
+            let Some(nonce) = self.fresh_nonce() else {
+                return;
+            };
+            let mut nonces = self.lock();
+            if nonces.len() < self.capacity {
+                nonces.push(nonce);
+            }
         }
     }
 }
@@ -141,19 +161,30 @@ impl NoncePool {
         self.shared.lock().len()
     }
 
-    fn take(&self) -> Nonce {
+    fn take(&self) -> Option<Nonce> {
         let mut nonces = self.shared.lock();
-        let nonce = nonces.pop();
+        // Swap the wiped value into the slot before popping, so the secret leaves no copy
+        // in the pool's buffer.
+        let nonce = nonces
+            .last_mut()
+            .map(|slot| std::mem::replace(slot, Nonce::WIPED));
+        nonces.pop();
         if nonces.len() <= self.shared.capacity / 2 {
             self.shared.low.notify_one();
         }
         drop(nonces);
-        nonce.unwrap_or_else(|| self.shared.fresh_nonce())
+        nonce.or_else(|| self.shared.fresh_nonce())
     }
 
-    /// Signs `message` with `key` (whose public key is `public`), spending one nonce.
-    pub fn sign(&self, key: &ExpandedSecretKey, public: &[u8; 32], message: &[u8]) -> [u8; 64] {
-        let nonce = self.take();
+    /// Signs `message` with `key` (whose public key is `public`), spending one nonce; `None`
+    /// if no nonce can be made (no OS randomness), in which case sign deterministically.
+    pub fn sign(
+        &self,
+        key: &ExpandedSecretKey,
+        public: &[u8; 32],
+        message: &[u8],
+    ) -> Option<[u8; 64]> {
+        let nonce = self.take()?;
         let k = Scalar::from_hash(
             Sha512::new()
                 .chain_update(nonce.commitment)
@@ -164,7 +195,7 @@ impl NoncePool {
         let mut signature = [0u8; 64];
         signature[..32].copy_from_slice(&nonce.commitment);
         signature[32..].copy_from_slice(s.as_bytes());
-        signature
+        Some(signature)
     }
 }
 
@@ -196,7 +227,7 @@ mod tests {
         let pool = NoncePool::start(&expanded, 8).unwrap();
         for message in [&b""[..], b"hello", &[0xAB; 300]] {
             let signature =
-                Signature::from_bytes(&pool.sign(&expanded, public.as_bytes(), message));
+                Signature::from_bytes(&pool.sign(&expanded, public.as_bytes(), message).unwrap());
             public.verify_strict(message, &signature).unwrap();
             public.verify(message, &signature).unwrap();
         }
@@ -209,7 +240,10 @@ mod tests {
         let pool = NoncePool::start(&expanded, 4).unwrap();
         // More signatures than the pool holds: some nonces come from the inline fallback.
         let signatures: Vec<[u8; 64]> = (0..50)
-            .map(|_| pool.sign(&expanded, public.as_bytes(), b"same message"))
+            .map(|_| {
+                pool.sign(&expanded, public.as_bytes(), b"same message")
+                    .unwrap()
+            })
             .collect();
         let mut commitments: Vec<&[u8]> = signatures.iter().map(|s| &s[..32]).collect();
         commitments.sort();

@@ -27,6 +27,13 @@ static LEAF_KEY: LazyLock<[u8; 32]> =
     LazyLock::new(|| blake3::derive_key("scone 2026-11-21 leaf v1", b""));
 static NODE_KEY: LazyLock<[u8; 32]> =
     LazyLock::new(|| blake3::derive_key("scone 2026-11-21 node v1", b""));
+/// Stands in for the missing right child of a level with an odd count. A fixed value,
+/// rather than a copy of the left child, so that each leaf verifies at exactly one index.
+static EMPTY_NODE: LazyLock<Digest> =
+    LazyLock::new(|| blake3::derive_key("scone 2026-11-21 empty node v1", b""));
+
+/// The largest encoded seal: tag 34, index 5, siblings 3 + 32 × 16, signature 65.
+const MAX_SEAL_BYTES: usize = 34 + 5 + 3 + 32 * MAX_BATCH_DEPTH + 65;
 
 /// Deepest Merkle path accepted: a batch holds at most 2^16 SCONEs.
 pub const MAX_BATCH_DEPTH: usize = 16;
@@ -68,13 +75,22 @@ pub(crate) struct Seal {
 
 impl Seal {
     /// Parses the seal that fills `encoded[start..]` exactly, and checks what the decoder
-    /// cannot: field lengths, a bounded path, and an index that fits it (so one SCONE has
-    /// exactly one encoding).
+    /// cannot: field lengths, a bounded path, an index that fits it, and a canonical
+    /// encoding (postcard accepts overlong varints; the seal is not itself signed, so
+    /// without this check one SCONE could travel as several byte strings).
     pub fn parse(encoded: &Bytes, start: usize) -> Result<Self, DecodeError> {
         let rest = &encoded[start..];
+        if rest.len() > MAX_SEAL_BYTES {
+            return Err(DecodeError::Malformed("seal too long"));
+        }
         let (wire, trailing) = postcard::take_from_bytes::<WireSeal<'_>>(rest)?;
         if !trailing.is_empty() {
             return Err(DecodeError::Malformed("trailing bytes after the seal"));
+        }
+        let mut canonical = [0u8; MAX_SEAL_BYTES];
+        match postcard::to_slice(&wire, &mut canonical) {
+            Ok(written) if written == rest => {}
+            _ => return Err(DecodeError::Malformed("seal is not canonically encoded")),
         }
         let tag = match wire.tag {
             None => None,
@@ -165,8 +181,9 @@ pub(crate) fn root_from_path(leaf: Digest, index: u32, siblings: &[u8]) -> Diges
 
 /// A Merkle tree over a batch's leaves: the root to sign, and each leaf's path to it.
 ///
-/// A level with an odd count pairs its last node with itself, so every path has the same
-/// depth, `ceil(log2(n))`, and a leaf's index bits alone say left or right at each level.
+/// A level with an odd count pairs its last node with a fixed empty node, so every path
+/// has the same depth, `ceil(log2(n))`, a leaf's index bits alone say left or right at each
+/// level, and each leaf proves membership at its own index only.
 pub(crate) struct MerkleTree {
     /// Level 0 is the leaves; the last level holds the root alone.
     levels: Vec<Vec<Digest>>,
@@ -180,7 +197,7 @@ impl MerkleTree {
         while let Some(level) = levels.last().filter(|level| level.len() > 1) {
             let next = level
                 .chunks(2)
-                .map(|pair| node_digest(&pair[0], pair.get(1).unwrap_or(&pair[0])))
+                .map(|pair| node_digest(&pair[0], pair.get(1).unwrap_or(&EMPTY_NODE)))
                 .collect();
             levels.push(next);
         }
@@ -202,7 +219,7 @@ impl MerkleTree {
         let mut siblings = Vec::with_capacity(32 * self.levels.len().saturating_sub(1));
         for level in &self.levels[..self.levels.len() - 1] {
             let sibling = position ^ 1;
-            siblings.extend_from_slice(level.get(sibling).unwrap_or(&level[position]));
+            siblings.extend_from_slice(level.get(sibling).unwrap_or(&EMPTY_NODE));
             position /= 2;
         }
         siblings
@@ -240,10 +257,21 @@ mod tests {
     }
 
     #[test]
-    fn a_leaf_does_not_prove_at_another_index() {
-        let leaves = leaves(4);
-        let tree = MerkleTree::new(leaves.clone());
-        assert_ne!(root_from_path(leaves[0], 1, &tree.path(0)), tree.root());
+    fn a_leaf_proves_at_its_own_index_only() {
+        for n in [3, 4, 5, 7] {
+            let leaves = leaves(n);
+            let tree = MerkleTree::new(leaves.clone());
+            let depth = n.next_power_of_two().trailing_zeros();
+            for (i, leaf) in leaves.iter().enumerate() {
+                for other in (0..1u32 << depth).filter(|&j| j as usize != i) {
+                    assert_ne!(
+                        root_from_path(*leaf, other, &tree.path(i)),
+                        tree.root(),
+                        "n={n} leaf {i} at {other}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -213,7 +213,11 @@ impl Verifier {
 
     fn issued_by_me(&self, scone: &Scone, claims_digest: &seal::Digest) -> bool {
         match (&self.own_tag, &scone.seal().tag) {
-            (Some((key_id, tag_key)), Some(tag)) if *key_id == scone.key_id() => {
+            // Only while the key is still trusted: removing it from the ring revokes the
+            // tag path too.
+            (Some((key_id, tag_key)), Some(tag))
+                if *key_id == scone.key_id() && self.keys.get(*key_id).is_some() =>
+            {
                 seal::tag_matches(tag_key, claims_digest, tag)
             }
             _ => false,

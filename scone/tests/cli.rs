@@ -230,3 +230,20 @@ fn bad_input_gets_a_clear_message_and_a_nonzero_exit() {
         assert!(stderr(&out).contains(message), "{args:?}: {}", stderr(&out));
     }
 }
+
+#[test]
+fn times_past_the_year_9999_are_shown_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let public = keygen(dir.path(), "key");
+    // A TTL this long saturates the expiry to the largest time a SCONE can hold.
+    let text = mint(dir.path(), &["--ttl", "500000000years"]);
+    let out = scone(dir.path(), &["inspect", &text, "--pubkey", &public]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("after the year 9999"),
+        "{}",
+        stdout(&out)
+    );
+    let json = scone(dir.path(), &["inspect", &text, "--json"]);
+    assert_eq!(json.status.code(), Some(0), "{}", stderr(&json));
+}

@@ -406,3 +406,33 @@ fn scones_signed_with_precomputed_nonces_verify_publicly() {
     tampered[last] ^= 1;
     assert!(f.verifier.decode(tampered).is_err());
 }
+
+#[test]
+fn removing_the_issuers_key_revokes_its_tag_path_too() {
+    let f = fixture(1);
+    let mut issuer = f.verifier.clone().trusting_own_tags(&f.key);
+    let scone = f.minter.mint(draft(b"tagged")).unwrap();
+    assert!(issuer.verify(&scone).is_ok());
+    issuer.keys_mut().remove(f.key.key_id());
+    assert!(matches!(
+        issuer.verify(&scone),
+        Err(VerifyError::UnknownKey(_))
+    ));
+}
+
+#[test]
+fn an_overlong_varint_in_the_seal_is_refused() {
+    let f = fixture(1);
+    let scone = f.minter.mint(draft(b"x")).unwrap();
+    // The seal starts after the claims: tag (1 + 1 + 32), then the index varint, 0x00.
+    let seal_start = scone.encoded_len() - seal_len(&scone);
+    let index_at = seal_start + 34;
+    let mut bytes = scone.encoded().to_vec();
+    assert_eq!(bytes[index_at], 0x00);
+    // 0x80 0x00 is an overlong encoding of 0 that postcard itself would accept.
+    bytes.splice(index_at..=index_at, [0x80, 0x00]);
+    assert!(matches!(
+        Scone::decode(bytes),
+        Err(DecodeError::Malformed(_))
+    ));
+}

@@ -37,6 +37,15 @@ pub(crate) struct GroupSigner {
     queue: Mutex<Queue>,
 }
 
+/// Runs a signing round when dropped; held by the leader while it gathers its group.
+struct SignOnDrop<'a>(&'a Arc<GroupSigner>);
+
+impl Drop for SignOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.sign_round();
+    }
+}
+
 /// The signer went away before answering (its task panicked); the request fails cleanly.
 #[derive(Debug, thiserror::Error)]
 #[error("the signer stopped before signing")]
@@ -76,6 +85,11 @@ impl GroupSigner {
             !std::mem::replace(&mut queue.signing, true)
         };
         if lead {
+            // The round runs when the guard drops: after gathering, or when this request's
+            // future is dropped mid-gather (tarpc drops it on cancel, deadline or
+            // disconnect). Otherwise a cancelled leader would leave `signing` set and
+            // every later request waiting forever.
+            let _round = SignOnDrop(self);
             // Keep yielding while each turn of the scheduler brings new members: a busy
             // server grows its group, an idle one signs after a single yield.
             let mut members = 1;
@@ -87,7 +101,6 @@ impl GroupSigner {
                 }
                 members = now;
             }
-            self.sign_round();
         }
         done_rx.await.map_err(|_| SignerGone)
     }
@@ -118,5 +131,59 @@ impl GroupSigner {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures::FutureExt;
+    use scone::{Draft, EndpointId, ServiceId, SigningKey};
+
+    use super::*;
+
+    fn draft(n: u8) -> Draft {
+        Draft::new(
+            ServiceId::new("cart").unwrap(),
+            EndpointId::from_bytes([n; 16]),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_leader_does_not_stop_signing() {
+        let signer = GroupSigner::new(Minter::new(SigningKey::from_seed(&[1; 32])), 64);
+        // Poll the first request once: it becomes the leader and yields to gather a group.
+        let mut leader = Box::pin(signer.mint(draft(1)));
+        assert!(
+            (&mut leader).now_or_never().is_none(),
+            "the leader is gathering"
+        );
+        // tarpc drops a request's future on cancel, deadline or disconnect.
+        drop(leader);
+        let next = tokio::time::timeout(Duration::from_secs(5), signer.mint(draft(2)))
+            .await
+            .expect("signing goes on after a cancelled leader");
+        assert_eq!(
+            next.unwrap().unwrap().endpoint(),
+            EndpointId::from_bytes([2; 16])
+        );
+    }
+
+    #[tokio::test]
+    async fn concurrent_mints_share_signatures_and_all_complete() {
+        let signer = GroupSigner::new(Minter::new(SigningKey::from_seed(&[1; 32])), 64);
+        let mints = (0..40u8).map(|n| {
+            let signer = Arc::clone(&signer);
+            async move { signer.mint(draft(n)).await }
+        });
+        let scones = tokio::time::timeout(Duration::from_secs(5), futures::future::join_all(mints))
+            .await
+            .expect("every mint completed");
+        let scones: Vec<Scone> = scones.into_iter().map(|s| s.unwrap().unwrap()).collect();
+        assert!(
+            scones.iter().any(|s| s.batch_size_bound() > 1),
+            "some shared a signature"
+        );
     }
 }

@@ -169,7 +169,13 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     Ok(verdict.exit_code())
 }
 
+/// Milliseconds since the epoch of 10000-01-01: RFC 3339 (and humantime) stop at 9999.
+const YEAR_10000_MS: u64 = 253_402_300_800_000;
+
 fn rfc3339(ms: u64) -> String {
+    if ms >= YEAR_10000_MS {
+        return format!("{ms} ms after the epoch (after the year 9999)");
+    }
     humantime::format_rfc3339_millis(scone::clock::to_system_time(ms)).to_string()
 }
 
