@@ -197,7 +197,6 @@ async fn run(key_file: &Path) -> anyhow::Result<()> {
         show(&view),
     )?;
     let held = store
-        .cache()
         .get(&cart::service_id()?)
         .context("the client holds a SCONE")?;
     println!(
@@ -248,7 +247,7 @@ async fn run(key_file: &Path) -> anyhow::Result<()> {
         Draft::new(cart::service_id()?, EndpointId::random()?).with_state(held.state().to_vec()),
     )?;
     let forged_store = SconeStore::default();
-    forged_store.cache().put(cart::service_id()?, stranger);
+    forged_store.put(stranger);
     let forger = cart::connect(a2.addr, forged_store).await?;
     let error = forger
         .view(context::current())

@@ -50,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
         let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
         let scone = Scone::from_text(&text)
             .with_context(|| format!("{} holds no valid SCONE", path.display()))?;
-        store.cache().put(service.clone(), scone);
+        store.put(scone);
     }
 
     let mut last_error = None;
@@ -86,7 +86,7 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("(served by {})", view.served_by);
 
-    if let (Some(path), Some(scone)) = (&args.keep, store.cache().get(&service)) {
+    if let (Some(path), Some(scone)) = (&args.keep, store.get(&service)) {
         std::fs::write(path, scone.to_text() + "\n").with_context(|| path.display().to_string())?;
     }
     Ok(())

@@ -78,8 +78,7 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     let ledger = store
-        .cache()
-        .get(&ServiceId::new("ledger")?)
+        .get_via(&ServiceId::new("wallet")?, &ServiceId::new("ledger")?)
         .context("check failed: client holds the ledger's SCONE")?;
     println!(
         "   the client holds the ledger's SCONE (version {}) though it only called the wallet",

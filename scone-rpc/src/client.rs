@@ -18,7 +18,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use scone::context;
-use scone::{BundleLimits, Scone, SconeBundle, SconeCache, ServiceId, DEFAULT_MAX_SCONE_BYTES};
+use scone::{
+    BundleLimits, CacheLimits, PutOutcome, Scone, SconeBundle, SconeCache, ServiceId,
+    DEFAULT_MAX_SCONE_BYTES,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tarpc::client::stub::Stub;
@@ -59,29 +62,62 @@ pub async fn connect_with(
 
 /// Where an application keeps the SCONEs entrusted to it; share one among all clients.
 ///
-/// A cache of SCONEs by service ID, plus which back-ends' SCONEs came back from which
-/// service: those go with every later call to that service, from any client using the
-/// store, so a multi-tier session survives a new connection or a restart of the servers.
-#[derive(Clone, Debug, Default)]
+/// SCONEs are kept by the service called *and* the service they belong to. A SCONE that
+/// came back from calling `cart` for `cart` itself is the cart's own; one for `ledger`
+/// that came back through `wallet` (a back-end's, entrusted to us through the front-end)
+/// is kept under (`wallet`, `ledger`) and is only ever sent back to `wallet`. So a service
+/// can neither overwrite the SCONEs we hold for other services nor collect them, and a
+/// multi-tier session survives new connections and restarts of every server.
+#[derive(Clone, Debug)]
 pub struct SconeStore {
-    /// The SCONEs, by service ID.
-    cache: SconeCache,
-    /// Service called -> the other services whose SCONEs its replies carried.
+    /// The SCONEs, by (service called, service they belong to).
+    cache: SconeCache<StoreKey>,
+    /// Service called -> the back-ends whose SCONEs its replies carried.
     companions: Arc<Mutex<HashMap<ServiceId, Vec<ServiceId>>>>,
 }
 
+/// (service called, service the SCONE belongs to).
+type StoreKey = (ServiceId, ServiceId);
+
+impl Default for SconeStore {
+    fn default() -> Self {
+        Self::with_limits(CacheLimits::default())
+    }
+}
+
 impl SconeStore {
-    /// A store over `cache`.
-    pub fn new(cache: SconeCache) -> Self {
+    /// An empty store bounded by `limits`.
+    pub fn with_limits(limits: CacheLimits) -> Self {
         Self {
-            cache,
+            cache: SconeCache::new(limits),
             companions: Arc::default(),
         }
     }
 
-    /// The SCONEs it holds.
-    pub fn cache(&self) -> &SconeCache {
-        &self.cache
+    /// The SCONE of `service`, as it came back from calling `service` itself.
+    pub fn get(&self, service: &ServiceId) -> Option<Scone> {
+        self.cache.get(&(service.clone(), service.clone()))
+    }
+
+    /// The SCONE of back-end `service` that came back through `via`.
+    pub fn get_via(&self, via: &ServiceId, service: &ServiceId) -> Option<Scone> {
+        self.cache.get(&(via.clone(), service.clone()))
+    }
+
+    /// Keeps `scone` as its own service's (for example, one restored from a file).
+    pub fn put(&self, scone: Scone) -> PutOutcome {
+        let service = scone.service().clone();
+        self.cache.put((service.clone(), service), scone)
+    }
+
+    /// How many SCONEs it holds.
+    pub fn len(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.cache.is_empty()
     }
 
     fn companions(&self) -> MutexGuard<'_, HashMap<ServiceId, Vec<ServiceId>>> {
@@ -90,7 +126,7 @@ impl SconeStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The services whose SCONEs go with a call to `service`.
+    /// The back-ends whose SCONEs go with a call to `service`.
     pub fn companions_of(&self, service: &ServiceId) -> Vec<ServiceId> {
         self.companions().get(service).cloned().unwrap_or_default()
     }
@@ -101,6 +137,12 @@ impl SconeStore {
         if !known.contains(companion) {
             known.push(companion.clone());
         }
+    }
+
+    /// Keeps a SCONE that came back from calling `called`.
+    fn keep(&self, called: &ServiceId, scone: Scone) {
+        self.cache
+            .put((called.clone(), scone.service().clone()), scone);
     }
 }
 
@@ -227,7 +269,7 @@ impl<Req, Resp, S> SconeClient<Req, Resp, S> {
     fn attachments(&self) -> Result<SconeBundle, ClientError> {
         let lookup = |service: &ServiceId| -> Result<Option<Scone>, ClientError> {
             match &self.holding {
-                Holding::Store(store) => Ok(store.cache.get(service)),
+                Holding::Store(store) => Ok(store.get_via(&self.service, service)),
                 Holding::Thin => Ok(None),
                 Holding::Entrusted => Ok(context::carried(service)?),
             }
@@ -254,9 +296,7 @@ impl<Req, Resp, S> SconeClient<Req, Resp, S> {
                 self.learn(scone.service());
             }
             match &self.holding {
-                Holding::Store(store) => {
-                    store.cache.put(scone.service().clone(), scone);
-                }
+                Holding::Store(store) => store.keep(&self.service, scone),
                 Holding::Thin => {}
                 Holding::Entrusted => context::forward(scone)?,
             }

@@ -87,7 +87,10 @@ impl Default for VerifierConfig {
 /// The cheap checks run first so that junk costs little; the signature check runs last.
 /// A verifier built with [`trusting_own_tags`](Self::trusting_own_tags) accepts a SCONE its
 /// own key minted on the strength of the issuer tag alone (one keyed blake3 hash) and falls
-/// back to the signature for everything else.
+/// back to the signature for everything else. The tag authenticates the claims (every
+/// field and the state); the rest of the seal (Merkle path, signature) is for public
+/// verifiers and is not checked on that path, so identify a SCONE by its service,
+/// endpoint and version, never by its bytes.
 #[derive(Clone, Debug)]
 pub struct Verifier {
     /// Public keys by key ID.

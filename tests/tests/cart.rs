@@ -58,7 +58,6 @@ async fn the_cart_survives_a_restart_of_every_server() {
 async fn alternating_servers_see_one_consistent_cart() {
     let key = SigningKey::generate().unwrap();
     let store = SconeStore::default();
-    let cache = store.cache().clone();
     let a = cart_server(&key, "a").await;
     let b = cart_server(&key, "b").await;
     let to_a = bounded(cart::connect(a.addr, store.clone())).await.unwrap();
@@ -72,7 +71,7 @@ async fn alternating_servers_see_one_consistent_cart() {
         assert_eq!(items(&view), [("apple", round)]);
         assert_eq!(view.served_by, if round % 2 == 0 { "a" } else { "b" });
     }
-    let version = cache.get(&cart::service_id().unwrap()).unwrap().version();
+    let version = store.get(&cart::service_id().unwrap()).unwrap().version();
     assert_eq!(version, 10, "one new version per change");
     a.stop().await;
     b.stop().await;
@@ -82,7 +81,6 @@ async fn alternating_servers_see_one_consistent_cart() {
 async fn reading_or_a_refused_change_mints_nothing() {
     let key = SigningKey::generate().unwrap();
     let store = SconeStore::default();
-    let cache = store.cache().clone();
     let server = cart_server(&key, "only").await;
     let client = bounded(cart::connect(server.addr, store.clone()))
         .await
@@ -91,7 +89,7 @@ async fn reading_or_a_refused_change_mints_nothing() {
         .await
         .unwrap()
         .unwrap();
-    let before = cache.get(&cart::service_id().unwrap()).unwrap();
+    let before = store.get(&cart::service_id().unwrap()).unwrap();
 
     bounded(client.view(context::current()))
         .await
@@ -106,7 +104,7 @@ async fn reading_or_a_refused_change_mints_nothing() {
         .unwrap();
     assert_eq!(bad, Err(CartError::BadQuantity(0)));
 
-    let after = cache.get(&cart::service_id().unwrap()).unwrap();
+    let after = store.get(&cart::service_id().unwrap()).unwrap();
     assert_eq!(after, before, "the very same SCONE: not re-signed");
     server.stop().await;
 }

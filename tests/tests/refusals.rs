@@ -184,9 +184,7 @@ async fn a_generated_client_sees_a_refusal_as_a_typed_error() {
     let f = fixture().await;
     let store = SconeStore::default();
     // A SCONE from a stranger's key, as if the client's store had been tampered with.
-    store
-        .cache()
-        .put(cart_id(), valid_scone(&SigningKey::generate().unwrap()));
+    store.put(valid_scone(&SigningKey::generate().unwrap()));
     let client =
         cart::CartClient::from(SconeClient::caching(f.raw.clone(), cart_id(), store).unwrap());
     let error = bounded(client.view(context::current())).await.unwrap_err();
