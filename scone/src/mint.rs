@@ -265,8 +265,10 @@ impl Minter {
                 limit: self.config.max_scone_bytes,
             });
         }
-        // Claims header (under 200 bytes) + state + seal (about 100 bytes unbatched).
-        let capacity = draft.state.len() + draft.service.as_str().len() + 192;
+        // Claims header (under 80 bytes beyond the service name) + state + seal (about
+        // 110 bytes, plus 32 per Merkle level; 6 levels covers groups of 64): one
+        // allocation, no regrowth.
+        let capacity = draft.state.len() + draft.service.as_str().len() + 80 + 110 + 32 * 6;
         let buf = postcard::to_extend(&self.claims(draft, now_ms), Vec::with_capacity(capacity))?;
         let claims_len = buf.len();
         let claims_digest = seal::claims_digest(&buf);

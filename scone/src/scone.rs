@@ -316,7 +316,7 @@ impl Scone {
         claims: &WireClaims<'_>,
         service: ServiceId,
     ) -> Result<Self, DecodeError> {
-        let seal = Seal::parse(&encoded, claims_len)?;
+        let seal = Seal::parse_own(&encoded, claims_len)?;
         Ok(Self {
             state: state_range(claims_len, claims.state.len()),
             encoded,

@@ -79,6 +79,16 @@ impl Seal {
     /// encoding (postcard accepts overlong varints; the seal is not itself signed, so
     /// without this check one SCONE could travel as several byte strings).
     pub fn parse(encoded: &Bytes, start: usize) -> Result<Self, DecodeError> {
+        Self::parse_checked(encoded, start, true)
+    }
+
+    /// Reads back a seal the minter has just encoded: the same checks but the canonical
+    /// one, which cannot fail for bytes postcard itself wrote.
+    pub fn parse_own(encoded: &Bytes, start: usize) -> Result<Self, DecodeError> {
+        Self::parse_checked(encoded, start, false)
+    }
+
+    fn parse_checked(encoded: &Bytes, start: usize, canonical: bool) -> Result<Self, DecodeError> {
         let rest = &encoded[start..];
         if rest.len() > MAX_SEAL_BYTES {
             return Err(DecodeError::Malformed("seal too long"));
@@ -87,10 +97,12 @@ impl Seal {
         if !trailing.is_empty() {
             return Err(DecodeError::Malformed("trailing bytes after the seal"));
         }
-        let mut canonical = [0u8; MAX_SEAL_BYTES];
-        match postcard::to_slice(&wire, &mut canonical) {
-            Ok(written) if written == rest => {}
-            _ => return Err(DecodeError::Malformed("seal is not canonically encoded")),
+        if canonical {
+            let mut buffer = [0u8; MAX_SEAL_BYTES];
+            match postcard::to_slice(&wire, &mut buffer) {
+                Ok(written) if written == rest => {}
+                _ => return Err(DecodeError::Malformed("seal is not canonically encoded")),
+            }
         }
         let tag = match wire.tag {
             None => None,

@@ -247,3 +247,36 @@ fn times_past_the_year_9999_are_shown_not_a_crash() {
     let json = scone(dir.path(), &["inspect", &text, "--json"]);
     assert_eq!(json.status.code(), Some(0), "{}", stderr(&json));
 }
+
+#[test]
+fn a_public_key_that_starts_with_a_hyphen_is_still_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    // One key in 64 has a base64url text starting with '-'; find one deterministically.
+    let key = (0u8..=255)
+        .map(|seed| scone::SigningKey::from_seed(&[seed; 32]))
+        .find(|key| key.public_key().to_string().starts_with('-'))
+        .expect("some seed gives a key starting with '-'");
+    key.save(&dir.path().join("key"), false).unwrap();
+    let public = key.public_key().to_string();
+    let text = mint(dir.path(), &[]);
+    for command in ["inspect", "verify"] {
+        let out = scone(dir.path(), &[command, &text, "--pubkey", &public]);
+        assert_eq!(out.status.code(), Some(0), "{command}: {}", stderr(&out));
+    }
+    // Other values that may start with '-': JSON state and service names.
+    let out = scone(
+        dir.path(),
+        &["mint", "--key", "key", "--service", "-edge", "--data", "-5"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out).trim().to_owned();
+    let out = scone(
+        dir.path(),
+        &["inspect", &text, "--service", "-edge", "--json"],
+    );
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (value["service"].as_str(), value["state"].as_i64()),
+        (Some("-edge"), Some(-5))
+    );
+}

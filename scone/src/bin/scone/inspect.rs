@@ -18,10 +18,11 @@ pub struct InspectArgs {
     /// The SCONE in text form; `-` or nothing reads it from standard input.
     scone: Option<String>,
     /// A trusted public key (repeat for several, as during a key rotation).
-    #[arg(long = "pubkey", value_name = "KEY")]
+    // Base64url keys may start with '-' (1 in 64): never mistake one for a flag.
+    #[arg(long = "pubkey", value_name = "KEY", allow_hyphen_values = true)]
     pubkeys: Vec<PublicKey>,
     /// The service the SCONE must belong to.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     service: Option<ServiceId>,
     /// How far the issuer's clock may differ from ours when checking expiry.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
@@ -36,10 +37,15 @@ pub struct VerifyArgs {
     /// The SCONE in text form; `-` or nothing reads it from standard input.
     scone: Option<String>,
     /// A trusted public key (repeat for several, as during a key rotation).
-    #[arg(long = "pubkey", value_name = "KEY", required = true)]
+    #[arg(
+        long = "pubkey",
+        value_name = "KEY",
+        required = true,
+        allow_hyphen_values = true
+    )]
     pubkeys: Vec<PublicKey>,
     /// The service the SCONE must belong to.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     service: Option<ServiceId>,
     /// How far the issuer's clock may differ from ours when checking expiry.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]

@@ -15,10 +15,10 @@ pub struct MintArgs {
     #[arg(long)]
     key: PathBuf,
     /// The service the SCONE belongs to.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     service: ServiceId,
     /// The state, as JSON.
-    #[arg(long, conflicts_with = "data_file")]
+    #[arg(long, conflicts_with = "data_file", allow_hyphen_values = true)]
     data: Option<String>,
     /// A file holding the state as JSON (`-` for standard input).
     #[arg(long)]
