@@ -118,8 +118,15 @@ struct Encoded {
     buf: Vec<u8>,
     claims_len: usize,
     tag: Option<Digest>,
-    /// Covers the claims and the tag; what the signature (or the batch root) stands on.
-    leaf: Digest,
+    /// The one digest of the claim bytes; the leaf is derived from it and the position.
+    claims_digest: Digest,
+}
+
+impl Encoded {
+    /// The leaf digest at `index` in its batch: what the signature (or root) stands on.
+    fn leaf(&self, index: u32) -> Digest {
+        seal::leaf_digest(&self.claims_digest, self.tag.as_ref(), index)
+    }
 }
 
 /// Precomputed-nonce signing: the key in the form the online half needs, and the pool.
@@ -203,7 +210,7 @@ impl Minter {
     pub fn mint(&self, draft: Draft) -> Result<Scone, MintError> {
         let now_ms = self.clock.now_ms();
         let encoded = self.encode_claims(&draft, now_ms)?;
-        let signature = self.sign(&encoded.leaf);
+        let signature = self.sign(&encoded.leaf(0));
         self.seal(&draft, encoded, now_ms, 0, Vec::new(), signature)
     }
 
@@ -227,7 +234,9 @@ impl Minter {
             .iter()
             .map(|draft| self.encode_claims(draft, now_ms))
             .collect::<Result<Vec<_>, _>>()?;
-        let tree = MerkleTree::new(encoded.iter().map(|e| e.leaf).collect());
+        // Lossless: the batch size was checked against 2^16 above.
+        let leaves = encoded.iter().enumerate().map(|(i, e)| e.leaf(i as u32));
+        let tree = MerkleTree::new(leaves.collect());
         let signature = self.sign(&tree.root());
         drafts
             .iter()
@@ -277,7 +286,7 @@ impl Minter {
             .issuer_tag
             .then(|| seal::tag(self.key.tag_key(), &claims_digest));
         Ok(Encoded {
-            leaf: seal::leaf_digest(&claims_digest, tag.as_ref()),
+            claims_digest,
             buf,
             claims_len,
             tag,

@@ -144,10 +144,13 @@ pub(crate) fn claims_digest(claims: &[u8]) -> Digest {
     *blake3::keyed_hash(&CLAIMS_KEY, claims).as_bytes()
 }
 
-/// The leaf digest: covers the tag (fixed length, after a presence byte) and the claims digest.
-pub(crate) fn leaf_digest(claims_digest: &Digest, tag: Option<&Digest>) -> Digest {
-    let mut input = [0u8; 65];
-    let len = match tag {
+/// The leaf digest: covers the tag (fixed length, after a presence byte), the claims
+/// digest, and the leaf's position in its batch. Binding the position means a leaf proves
+/// membership at its own index only, even when a batch holds identical claims (whose
+/// leaves would otherwise be interchangeable, leaving the index bits malleable).
+pub(crate) fn leaf_digest(claims_digest: &Digest, tag: Option<&Digest>, index: u32) -> Digest {
+    let mut input = [0u8; 69];
+    let mut len = match tag {
         None => 1,
         Some(tag) => {
             input[0] = 1;
@@ -156,7 +159,9 @@ pub(crate) fn leaf_digest(claims_digest: &Digest, tag: Option<&Digest>) -> Diges
         }
     };
     input[len..len + 32].copy_from_slice(claims_digest);
-    *blake3::keyed_hash(&LEAF_KEY, &input[..len + 32]).as_bytes()
+    len += 32;
+    input[len..len + 4].copy_from_slice(&index.to_le_bytes());
+    *blake3::keyed_hash(&LEAF_KEY, &input[..len + 4]).as_bytes()
 }
 
 fn node_digest(left: &Digest, right: &Digest) -> Digest {
@@ -244,7 +249,7 @@ mod tests {
 
     fn leaves(n: usize) -> Vec<Digest> {
         (0..n)
-            .map(|i| leaf_digest(&claims_digest(&i.to_le_bytes()), None))
+            .map(|i| leaf_digest(&claims_digest(&i.to_le_bytes()), None, i as u32))
             .collect()
     }
 
@@ -300,9 +305,10 @@ mod tests {
     fn leaf_digests_separate_tagged_from_untagged() {
         let digest = claims_digest(b"claims");
         assert_ne!(
-            leaf_digest(&digest, None),
-            leaf_digest(&digest, Some(&[0; 32]))
+            leaf_digest(&digest, None, 0),
+            leaf_digest(&digest, Some(&[0; 32]), 0)
         );
-        assert_ne!(leaf_digest(&digest, None), digest);
+        assert_ne!(leaf_digest(&digest, None, 0), digest);
+        assert_ne!(leaf_digest(&digest, None, 0), leaf_digest(&digest, None, 1));
     }
 }

@@ -186,7 +186,7 @@ impl Verifier {
             .get(scone.key_id())
             .ok_or(VerifyError::UnknownKey(scone.key_id()))?;
         let seal = scone.seal();
-        let leaf = seal::leaf_digest(&claims_digest, seal.tag.as_ref());
+        let leaf = seal::leaf_digest(&claims_digest, seal.tag.as_ref(), seal.index);
         let root = seal::root_from_path(leaf, seal.index, &seal.siblings);
         let signature = ed25519_dalek::Signature::from_bytes(&seal.signature);
         // Strict: rejects non-canonical and small-order encodings, so a signature cannot be

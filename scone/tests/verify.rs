@@ -343,7 +343,10 @@ fn arb_draft() -> impl Strategy<Value = Draft> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(128))]
+    // 128 cases by default; PROPTEST_CASES=N raises it for a longer run.
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(128)
+    ))]
 
     #[test]
     fn encode_decode_round_trips(draft in arb_draft()) {
