@@ -140,12 +140,17 @@ where
     )
 }
 
-fn run_server(mode: &str) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+/// Both sides run on two worker threads: the machine's two cores.
+fn two_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+fn run_server(mode: &str) {
+    let runtime = two_thread_runtime();
     runtime.block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         println!("{}", listener.local_addr().unwrap());
@@ -463,11 +468,7 @@ fn main() {
     if let Ok(mode) = std::env::var(SERVER_MODE) {
         return run_server(&mode);
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = two_thread_runtime();
     runtime.block_on(async {
         // VS_BASELINE_MODES=scone (say) runs the modes named, once, for profiling;
         // `scone-mt` (the layer on tokio's work-stealing runtime) runs only when named.

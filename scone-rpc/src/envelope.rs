@@ -30,47 +30,11 @@ use std::fmt;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+pub use scone::ClientId;
 use scone::{BundleLimits, DecodeError, RejectReason, Scone, SconeBundle, ServiceId};
 
 /// The envelope version this build writes and reads.
 pub const ENVELOPE_VERSION: u8 = 1;
-
-/// Identifies a client across calls and sessions: 16 random bytes, chosen by the client.
-///
-/// Relays key the SCONEs they hold for thin clients by (client ID, service ID).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct ClientId([u8; 16]);
-
-impl ClientId {
-    /// A client ID from its bytes.
-    pub const fn from_bytes(bytes: [u8; 16]) -> Self {
-        Self(bytes)
-    }
-
-    /// A fresh random client ID.
-    pub fn random() -> Result<Self, getrandom::Error> {
-        let mut bytes = [0u8; 16];
-        getrandom::fill(&mut bytes)?;
-        Ok(Self(bytes))
-    }
-
-    /// The ID's bytes.
-    pub const fn as_bytes(&self) -> &[u8; 16] {
-        &self.0
-    }
-}
-
-impl fmt::Display for ClientId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
-    }
-}
-
-impl fmt::Debug for ClientId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ClientId({self})")
-    }
-}
 
 /// SCONEs as they travel: each its own wire encoding, decoded only by whoever needs them,
 /// so one malformed SCONE gets a typed refusal instead of failing the whole message.

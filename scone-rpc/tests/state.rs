@@ -17,7 +17,11 @@ pub struct Cart {
 }
 
 fn with_state(cart: &Cart) -> SconeContext {
-    let state = postcard::to_stdvec(cart).unwrap();
+    with_state_bytes(postcard::to_stdvec(cart).unwrap())
+}
+
+/// A request context carrying a cart SCONE whose state is `state`.
+fn with_state_bytes(state: Vec<u8>) -> SconeContext {
     let scone = Minter::new(SigningKey::from_seed(&[1; 32]))
         .mint(
             Draft::new(
@@ -143,18 +147,7 @@ fn a_state_of_another_shape_is_a_typed_error() {
         text: "x".repeat(3),
     })
     .unwrap();
-    let scone = Minter::new(SigningKey::from_seed(&[1; 32]))
-        .mint(
-            Draft::new(
-                ServiceId::new("cart").unwrap(),
-                EndpointId::from_bytes([1; 16]),
-            )
-            .with_state(state),
-        )
-        .unwrap();
-    let mut bundle = SconeBundle::new();
-    bundle.insert(scone).unwrap();
-    let (result, _) = context::sync_scope(SconeContext::new(bundle), Cart::load);
+    let (result, _) = context::sync_scope(with_state_bytes(state), Cart::load);
     assert!(matches!(result, Err(StateError::Decode { .. })));
 }
 

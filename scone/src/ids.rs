@@ -1,4 +1,5 @@
-//! Identifiers a SCONE carries: the service, the endpoint (session), the object and the key.
+//! Identifiers: the service, endpoint (session), object and key a SCONE carries, and the
+//! client that holds it.
 
 use std::fmt;
 use std::str::FromStr;
@@ -142,48 +143,83 @@ fn parse_hex<const N: usize>(s: &str) -> Result<[u8; N], InvalidId> {
     Ok(out)
 }
 
-/// The endpoint (client session) a SCONE belongs to: 16 random bytes, shown as hex.
-///
-/// The server picks it when it starts a session; it stays the same across the session's
-/// versions, so caches and replicas can tell a newer version from another session.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct EndpointId(#[serde(with = "serde_bytes")] [u8; 16]);
+/// Defines a fixed-size identifier shown and parsed as lowercase hex, carried on the wire
+/// as a byte string.
+macro_rules! hex_id {
+    ($(#[$doc:meta])* $name:ident, $len:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        pub struct $name(#[serde(with = "serde_bytes")] [u8; $len]);
+
+        impl $name {
+            /// The ID with these bytes.
+            pub const fn from_bytes(bytes: [u8; $len]) -> Self {
+                Self(bytes)
+            }
+
+            /// The ID's bytes.
+            pub const fn as_bytes(&self) -> &[u8; $len] {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write_hex(f, &self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($name), "({})"), self)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = InvalidId;
+            fn from_str(s: &str) -> Result<Self, InvalidId> {
+                parse_hex(s).map(Self)
+            }
+        }
+    };
+}
+
+/// A fresh random 16-byte value from the operating system's generator.
+fn random_16() -> Result<[u8; 16], getrandom::Error> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)?;
+    Ok(bytes)
+}
+
+hex_id!(
+    /// The endpoint (client session) a SCONE belongs to: 16 random bytes, shown as hex.
+    ///
+    /// The server picks it when it starts a session; it stays the same across the
+    /// session's versions, so caches and replicas can tell a newer version from another
+    /// session.
+    EndpointId,
+    16
+);
 
 impl EndpointId {
-    /// An endpoint ID from its bytes.
-    pub const fn from_bytes(bytes: [u8; 16]) -> Self {
-        Self(bytes)
-    }
-
-    /// A fresh random endpoint ID from the operating system's generator.
+    /// A fresh random endpoint ID.
     pub fn random() -> Result<Self, getrandom::Error> {
-        let mut bytes = [0u8; 16];
-        getrandom::fill(&mut bytes)?;
-        Ok(Self(bytes))
-    }
-
-    /// The ID's bytes.
-    pub const fn as_bytes(&self) -> &[u8; 16] {
-        &self.0
+        random_16().map(Self)
     }
 }
 
-impl fmt::Display for EndpointId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_hex(f, &self.0)
-    }
-}
+hex_id!(
+    /// Identifies a client across calls and sessions: 16 random bytes chosen by the client.
+    ///
+    /// Relays key the SCONEs they hold for thin clients by (client ID, service ID).
+    ClientId,
+    16
+);
 
-impl fmt::Debug for EndpointId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "EndpointId({self})")
-    }
-}
-
-impl FromStr for EndpointId {
-    type Err = InvalidId;
-    fn from_str(s: &str) -> Result<Self, InvalidId> {
-        parse_hex(s).map(Self)
+impl ClientId {
+    /// A fresh random client ID.
+    pub fn random() -> Result<Self, getrandom::Error> {
+        random_16().map(Self)
     }
 }
 
@@ -199,43 +235,14 @@ impl fmt::Display for ObjectId {
     }
 }
 
-/// Names a signing key: the first 8 bytes of a keyed blake3 hash of its public key.
-///
-/// Verifiers look the public key up by this ID, so keys can rotate while older SCONEs
-/// stay verifiable until they expire.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct KeyId(#[serde(with = "serde_bytes")] [u8; 8]);
-
-impl KeyId {
-    /// A key ID from its bytes.
-    pub const fn from_bytes(bytes: [u8; 8]) -> Self {
-        Self(bytes)
-    }
-
-    /// The ID's bytes.
-    pub const fn as_bytes(&self) -> &[u8; 8] {
-        &self.0
-    }
-}
-
-impl fmt::Display for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_hex(f, &self.0)
-    }
-}
-
-impl fmt::Debug for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "KeyId({self})")
-    }
-}
-
-impl FromStr for KeyId {
-    type Err = InvalidId;
-    fn from_str(s: &str) -> Result<Self, InvalidId> {
-        parse_hex(s).map(Self)
-    }
-}
+hex_id!(
+    /// Names a signing key: the first 8 bytes of a keyed blake3 hash of its public key.
+    ///
+    /// Verifiers look the public key up by this ID, so keys can rotate while older SCONEs
+    /// stay verifiable until they expire.
+    KeyId,
+    8
+);
 
 #[cfg(test)]
 mod tests {

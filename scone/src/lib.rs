@@ -23,7 +23,7 @@
 //! ```
 //!
 //! # Layout
-//! - [`ids`]: service, endpoint, object and key identifiers.
+//! - [`ids`]: service, endpoint, object, key and client identifiers.
 //! - [`scone`](mod@scone): the object, its accessors, wire encoding (format version 1) and text form.
 //! - [`seal`]: the signature over a Merkle root of blake3 digests, and the issuer-only tag.
 //! - [`keys`]: signing and public keys, key IDs, key files.
@@ -71,7 +71,7 @@ pub use crate::error::{
     BundleError, ContextError, DecodeError, InvalidId, KeyError, MintError, RejectReason,
     VerifyError,
 };
-pub use crate::ids::{EndpointId, KeyId, ObjectId, ServiceId};
+pub use crate::ids::{ClientId, EndpointId, KeyId, ObjectId, ServiceId};
 pub use crate::keys::{PublicKey, SigningKey};
 pub use crate::mint::{Draft, Minter, MinterConfig};
 pub use crate::scone::{Scone, Status, DEFAULT_MAX_SCONE_BYTES, FORMAT_VERSION};
