@@ -68,7 +68,8 @@
 //! tag instead (one hash), and fall back to the signature for SCONEs signed by older keys.
 //! SCONEs minted at the same moment share one signature over a Merkle root (group
 //! commit), so a busy server signs once per group while a lone caller never waits; each
-//! SCONE still verifies alone.
+//! SCONE still verifies alone. The expensive half of each signature is precomputed on a
+//! background thread (`scone::presign`); the signatures are standard Ed25519.
 //!
 //! # Replay
 //! A client holds its own state and may send an older SCONE of its session again while

@@ -3,7 +3,8 @@
 //!
 //! The claim bytes are hashed once, into the *claims digest*; everything else works on
 //! that 32-byte digest. The issuer tag is a keyed hash of it under the issuer's secret tag
-//! key; the *leaf digest* covers the tag and the claims digest. A SCONE minted alone has an
+//! key; the *leaf digest* covers the tag, the claims digest and the leaf's position in its
+//! batch. A SCONE minted alone has an
 //! empty Merkle path, so its root is its own leaf digest. A batch minted at one moment
 //! shares one signature over the root of a tree of their leaves; each SCONE carries the
 //! sibling digests from its leaf to that root. Verifying costs the same either way (one
