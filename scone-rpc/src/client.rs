@@ -72,8 +72,32 @@ pub async fn connect_with(
 pub struct SconeStore {
     /// The SCONEs, by (service called, service they belong to).
     cache: SconeCache<StoreKey>,
-    /// Service called -> the back-ends whose SCONEs its replies carried.
-    companions: Arc<Mutex<HashMap<ServiceId, Vec<ServiceId>>>>,
+    /// Which back-ends' SCONEs go with a call to each service.
+    companions: Companions,
+}
+
+/// Service called -> the back-ends whose SCONEs its replies carried; shared by clones.
+#[derive(Clone, Debug, Default)]
+struct Companions(Arc<Mutex<HashMap<ServiceId, Vec<ServiceId>>>>);
+
+impl Companions {
+    fn lock(&self) -> MutexGuard<'_, HashMap<ServiceId, Vec<ServiceId>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn of(&self, called: &ServiceId) -> Vec<ServiceId> {
+        self.lock().get(called).cloned().unwrap_or_default()
+    }
+
+    fn learn(&self, called: &ServiceId, companion: &ServiceId) {
+        let mut companions = self.lock();
+        let known = companions.entry(called.clone()).or_default();
+        if !known.contains(companion) {
+            known.push(companion.clone());
+        }
+    }
 }
 
 /// (service called, service the SCONE belongs to).
@@ -90,7 +114,7 @@ impl SconeStore {
     pub fn with_limits(limits: CacheLimits) -> Self {
         Self {
             cache: SconeCache::new(limits),
-            companions: Arc::default(),
+            companions: Companions::default(),
         }
     }
 
@@ -120,23 +144,9 @@ impl SconeStore {
         self.cache.is_empty()
     }
 
-    fn companions(&self) -> MutexGuard<'_, HashMap<ServiceId, Vec<ServiceId>>> {
-        self.companions
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     /// The back-ends whose SCONEs go with a call to `service`.
     pub fn companions_of(&self, service: &ServiceId) -> Vec<ServiceId> {
-        self.companions().get(service).cloned().unwrap_or_default()
-    }
-
-    fn learn(&self, called: &ServiceId, companion: &ServiceId) {
-        let mut companions = self.companions();
-        let known = companions.entry(called.clone()).or_default();
-        if !known.contains(companion) {
-            known.push(companion.clone());
-        }
+        self.companions.of(service)
     }
 
     /// Keeps a SCONE that came back from calling `called`.
@@ -168,9 +178,9 @@ pub struct SconeClient<Req, Resp, S = SconeChannel> {
     client_id: ClientId,
     /// Where SCONEs live between calls.
     holding: Holding,
-    /// For entrusting clients: back-ends of the callee seen in its replies. (Caching
-    /// clients keep this in their store, to outlive the client.)
-    companions: Arc<Mutex<Vec<ServiceId>>>,
+    /// Back-ends of the callee seen in its replies: the store's for caching clients (so
+    /// they outlive the client), the client's own otherwise.
+    companions: Companions,
     _types: PhantomData<fn(Req) -> Resp>,
 }
 
@@ -191,7 +201,7 @@ impl<Req, Resp, S: Clone> Clone for SconeClient<Req, Resp, S> {
             service: self.service.clone(),
             client_id: self.client_id,
             holding: self.holding.clone(),
-            companions: Arc::clone(&self.companions),
+            companions: self.companions.clone(),
             _types: PhantomData,
         }
     }
@@ -199,12 +209,16 @@ impl<Req, Resp, S: Clone> Clone for SconeClient<Req, Resp, S> {
 
 impl<Req, Resp, S> SconeClient<Req, Resp, S> {
     fn new(inner: S, service: ServiceId, holding: Holding) -> Result<Self, ClientError> {
+        let companions = match &holding {
+            Holding::Store(store) => store.companions.clone(),
+            Holding::Thin | Holding::Entrusted => Companions::default(),
+        };
         Ok(Self {
             inner,
             service,
             client_id: ClientId::random().map_err(ClientError::Random)?,
             holding,
-            companions: Arc::default(),
+            companions,
             _types: PhantomData,
         })
     }
@@ -242,29 +256,6 @@ impl<Req, Resp, S> SconeClient<Req, Resp, S> {
         &self.service
     }
 
-    fn companions(&self) -> Vec<ServiceId> {
-        match &self.holding {
-            Holding::Store(store) => store.companions_of(&self.service),
-            _ => self
-                .companions
-                .lock()
-                .map(|c| c.clone())
-                .unwrap_or_else(|poisoned| poisoned.into_inner().clone()),
-        }
-    }
-
-    fn learn(&self, companion: &ServiceId) {
-        match &self.holding {
-            Holding::Store(store) => store.learn(&self.service, companion),
-            _ => {
-                let mut companions = self.companions.lock().unwrap_or_else(|p| p.into_inner());
-                if !companions.contains(companion) {
-                    companions.push(companion.clone());
-                }
-            }
-        }
-    }
-
     /// The SCONEs to attach: the callee's and its back-ends'.
     fn attachments(&self) -> Result<SconeBundle, ClientError> {
         let lookup = |service: &ServiceId| -> Result<Option<Scone>, ClientError> {
@@ -278,7 +269,9 @@ impl<Req, Resp, S> SconeClient<Req, Resp, S> {
         if matches!(self.holding, Holding::Thin) {
             return Ok(bundle);
         }
-        for service in std::iter::once(self.service.clone()).chain(self.companions()) {
+        for service in
+            std::iter::once(self.service.clone()).chain(self.companions.of(&self.service))
+        {
             if let Some(scone) = lookup(&service)? {
                 bundle.insert(scone)?;
             }
@@ -293,7 +286,7 @@ impl<Req, Resp, S> SconeClient<Req, Resp, S> {
             .map_err(ClientError::Reply)?;
         for scone in scones {
             if scone.service() != &self.service {
-                self.learn(scone.service());
+                self.companions.learn(&self.service, scone.service());
             }
             match &self.holding {
                 Holding::Store(store) => store.keep(&self.service, scone),

@@ -102,9 +102,10 @@ impl SconeContext {
         &self.forwarded
     }
 
-    /// What goes out with the reply: the changed states to mint, and the SCONEs to pass through.
-    pub fn into_outgoing(self) -> (Vec<StateWrite>, SconeBundle) {
-        (self.writes, self.forwarded)
+    /// Splits the context after the handler: the verified incoming SCONEs (the previous
+    /// versions of what to mint), the changed states, and the SCONEs to pass through.
+    pub fn into_parts(self) -> (SconeBundle, Vec<StateWrite>, SconeBundle) {
+        (self.incoming, self.writes, self.forwarded)
     }
 
     /// Records `state` and `status` for `service` if they differ from what came in.

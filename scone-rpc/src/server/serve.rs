@@ -232,8 +232,7 @@ where
         let scope = SconeContext::new(ours).with_carried(carried);
         let (response, scope) = context::scope(scope, self.inner.serve(ctx, inner_request)).await;
         let response = response?;
-        let incoming = scope.incoming().clone();
-        let (writes, forwarded) = scope.into_outgoing();
+        let (incoming, writes, forwarded) = scope.into_parts();
 
         let mut scones = forwarded;
         for write in writes {
