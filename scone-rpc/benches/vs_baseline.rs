@@ -222,6 +222,15 @@ fn run_server(mode: &str) {
                 scone_rpc::server::run(listener, layer.wrap(server.serve()), config, stop)
                     .await
                     .unwrap();
+                let stats = layer.signing_stats();
+                if stats.signatures > 0 {
+                    eprintln!(
+                        "{scone_mode}: {} scones under {} signatures (mean group {:.1})",
+                        stats.scones,
+                        stats.signatures,
+                        stats.scones as f64 / stats.signatures as f64
+                    );
+                }
             }
         }
     });

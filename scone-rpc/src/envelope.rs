@@ -76,6 +76,11 @@ impl WireScones {
         Self(bundle.iter().map(|scone| scone.encoded().clone()).collect())
     }
 
+    /// The wire form of a bundle, taken apart.
+    pub fn from_bundle(bundle: SconeBundle) -> Self {
+        Self(bundle.into_iter().map(Scone::into_encoded).collect())
+    }
+
     /// How many SCONEs it holds.
     pub fn len(&self) -> usize {
         self.0.len()

@@ -29,6 +29,7 @@ use crate::codec::{self, DEFAULT_MAX_FRAME_BYTES};
 use crate::envelope::{RequestEnvelope, ResponseEnvelope};
 
 pub use serve::{LayerConfig, SconeLayer, SconeServe};
+pub use signer::SigningStats;
 
 /// Settings of [`run`].
 #[derive(Clone, Debug)]
@@ -192,13 +193,17 @@ where
             let done = done_tx.clone();
             tokio::task::spawn_local(async move {
                 let requests = channel.execute(serve).for_each(|request| {
+                    let in_flight = signer::InFlight::enter();
                     let done = done.clone();
-                    async move {
-                        tokio::task::spawn_local(async move {
-                            request.await;
-                            drop(done);
-                        });
-                    }
+                    // Boxed: the task then holds a pointer, not the request's whole state
+                    // machine, which the runtime would otherwise copy in and out of it.
+                    let request = Box::pin(request);
+                    tokio::task::spawn_local(async move {
+                        request.await;
+                        drop(in_flight);
+                        drop(done);
+                    });
+                    std::future::ready(())
                 });
                 tokio::select! {
                     () = requests => tracing::debug!(peer = %accepted.peer, "connection closed"),

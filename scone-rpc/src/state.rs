@@ -7,6 +7,8 @@
 //! written back, so an untouched or unchanged state is never re-signed. The changed
 //! fields alone form a [`Delta`], which the cluster replicates to replicas in step.
 
+use std::ops::Range;
+
 use scone::context::{self, Written};
 use scone::{ContextError, InvalidId, ServiceId};
 use serde::de::DeserializeOwned;
@@ -33,7 +35,8 @@ pub trait SconeState: Serialize + DeserializeOwned + Default + Send + 'static {
 
     /// The service ID.
     fn service_id() -> Result<ServiceId, StateError> {
-        ServiceId::new(Self::SERVICE).map_err(StateError::Service)
+        // Interned: called twice a request, and usually the same name as last time.
+        ServiceId::interned(Self::SERVICE).map_err(StateError::Service)
     }
 
     /// Loads the state from the request's SCONE, or the default for a new session.
@@ -109,15 +112,14 @@ impl Delta {
     }
 }
 
-/// The snapshot of one field, taken at its first mutable borrow.
+/// The snapshot of one borrowed field, taken at its first mutable borrow.
 #[derive(Clone, Debug)]
-enum Snapshot {
-    /// Not borrowed mutably: unchanged by definition.
-    Untouched,
-    /// Its encoding before the borrow.
-    Before(Vec<u8>),
-    /// It could not be encoded before the borrow; counted as changed.
-    Unknown,
+struct Snapshot {
+    /// The field's position in the struct.
+    index: usize,
+    /// Where its encoding before the borrow sits in the tracker's arena; `None` if it
+    /// could not be encoded, in which case it counts as changed.
+    before: Option<Range<usize>>,
 }
 
 /// What [`Tracker::save`] did.
@@ -134,8 +136,10 @@ pub enum Saved {
 pub struct Tracker<T> {
     /// The state as the handler sees it.
     value: T,
-    /// One per field.
+    /// One per field borrowed mutably, in the order first borrowed: few, so a vector.
     snapshots: Vec<Snapshot>,
+    /// The snapshots' encodings, end to end: one buffer however many fields are borrowed.
+    arena: Vec<u8>,
     /// Whether the value came from a SCONE (false: a new session).
     loaded: bool,
 }
@@ -145,7 +149,8 @@ impl<T: SconeState> Tracker<T> {
     pub fn new(value: T, loaded: bool) -> Self {
         Self {
             value,
-            snapshots: vec![Snapshot::Untouched; T::FIELDS.len()],
+            snapshots: Vec::new(),
+            arena: Vec::new(),
             loaded,
         }
     }
@@ -153,12 +158,14 @@ impl<T: SconeState> Tracker<T> {
     /// Loads the state from the request context (the default for a new session).
     pub fn load() -> Result<Self, StateError> {
         let service = T::service_id()?;
-        match context::incoming(&service)? {
-            Some(scone) => {
-                let value = postcard::from_bytes(scone.state())
-                    .map_err(|source| StateError::Decode { service, source })?;
-                Ok(Self::new(value, true))
-            }
+        let loaded = context::with(|ctx| {
+            ctx.incoming()
+                .get(&service)
+                .map(|scone| postcard::from_bytes::<T>(scone.state()))
+        })?;
+        match loaded {
+            Some(Ok(value)) => Ok(Self::new(value, true)),
+            Some(Err(source)) => Err(StateError::Decode { service, source }),
             None => Ok(Self::new(T::default(), false)),
         }
     }
@@ -178,12 +185,28 @@ impl<T: SconeState> Tracker<T> {
     ///
     /// [`value_mut`]: Tracker::value_mut
     pub fn touch(&mut self, index: usize) {
-        if let Some(snapshot @ Snapshot::Untouched) = self.snapshots.get_mut(index) {
-            *snapshot = match self.value.encode_field(index, Vec::new()) {
-                Ok(bytes) => Snapshot::Before(bytes),
-                Err(_) => Snapshot::Unknown,
-            };
+        if index >= T::FIELDS.len() || self.snapshots.iter().any(|s| s.index == index) {
+            return;
         }
+        let start = self.arena.len();
+        let before = match self
+            .value
+            .encode_field(index, std::mem::take(&mut self.arena))
+        {
+            Ok(arena) => {
+                self.arena = arena;
+                Some(start..self.arena.len())
+            }
+            // The encoder took the arena with it; the snapshots already in it are lost too,
+            // so count them all as changed (which only ever costs a needless re-mint).
+            Err(_) => {
+                for snapshot in &mut self.snapshots {
+                    snapshot.before = None;
+                }
+                None
+            }
+        };
+        self.snapshots.push(Snapshot { index, before });
     }
 
     /// The value, mutably, without tracking: pair every change with [`touch`](Self::touch).
@@ -191,19 +214,31 @@ impl<T: SconeState> Tracker<T> {
         &mut self.value
     }
 
-    /// The fields that differ from their snapshots, by index.
+    /// The fields that differ from their snapshots, by index, in field order.
     pub fn changed_fields(&self) -> Result<Vec<usize>, StateError> {
+        self.changed_fields_with(&mut Vec::new())
+    }
+
+    /// [`changed_fields`](Self::changed_fields), encoding into `scratch` (left empty).
+    fn changed_fields_with(&self, scratch: &mut Vec<u8>) -> Result<Vec<usize>, StateError> {
         let mut changed = Vec::new();
-        for (index, snapshot) in self.snapshots.iter().enumerate() {
-            let differs = match snapshot {
-                Snapshot::Untouched => false,
-                Snapshot::Unknown => true,
-                Snapshot::Before(before) => &self.value.encode_field(index, Vec::new())? != before,
+        for snapshot in &self.snapshots {
+            let differs = match &snapshot.before {
+                None => true,
+                Some(before) => {
+                    scratch.clear();
+                    *scratch = self
+                        .value
+                        .encode_field(snapshot.index, std::mem::take(scratch))?;
+                    scratch[..] != self.arena[before.clone()]
+                }
             };
             if differs {
-                changed.push(index);
+                changed.push(snapshot.index);
             }
         }
+        scratch.clear();
+        changed.sort_unstable();
         Ok(changed)
     }
 
@@ -223,12 +258,14 @@ impl<T: SconeState> Tracker<T> {
 
     /// Writes the state back to the request context if a field changed.
     pub fn save(self) -> Result<Saved, StateError> {
-        let changed = self.changed_fields()?;
+        // One buffer serves the field comparisons and then holds the new state.
+        let mut buffer = Vec::new();
+        let changed = self.changed_fields_with(&mut buffer)?;
         if changed.is_empty() {
             return Ok(Saved::Unchanged);
         }
         let service = T::service_id()?;
-        let state = postcard::to_stdvec(&self.value).map_err(StateError::Encode)?;
+        let state = postcard::to_extend(&self.value, buffer).map_err(StateError::Encode)?;
         match context::write_state(&service, state)? {
             Written::Unchanged => Ok(Saved::Unchanged),
             Written::Changed => Ok(Saved::Changed(

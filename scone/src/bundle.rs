@@ -75,6 +75,9 @@ impl SconeBundle {
                 })
             }
             None => {
+                // Bundles hold one SCONE per tier, usually one or two: grow by one, not
+                // to four (a SCONE is a few hundred bytes).
+                self.scones.reserve_exact(1);
                 self.scones.push(scone);
                 Ok(None)
             }

@@ -23,6 +23,10 @@
 
 use std::cell::RefCell;
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::task::futures::TaskLocalFuture;
 
 use crate::bundle::SconeBundle;
 use crate::error::ContextError;
@@ -146,13 +150,36 @@ impl SconeContext {
 }
 
 /// Runs `future` with `ctx` as its context; returns its output and the context after it.
-pub async fn scope<F: Future>(ctx: SconeContext, future: F) -> (F::Output, SconeContext) {
-    let scoped = CONTEXT.scope(RefCell::new(ctx), future);
-    tokio::pin!(scoped);
-    let output = (&mut scoped).await;
-    let ctx = scoped.as_mut().take_value().map(RefCell::into_inner);
-    // The value is only taken here, so it is always present.
-    (output, ctx.unwrap_or_default())
+pub fn scope<F: Future>(ctx: SconeContext, future: F) -> Scoped<F> {
+    Scoped {
+        inner: CONTEXT.scope(RefCell::new(ctx), future),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A future running with a SCONE context; made by [`scope`]. It yields the future's
+    /// output and the context as the future left it.
+    ///
+    /// A named future rather than an `async fn`: an `async fn` would keep its arguments
+    /// (the context and the handler's future) beside the future it builds from them, and
+    /// this sits on every request's path.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Scoped<F: Future> {
+        #[pin]
+        inner: TaskLocalFuture<RefCell<SconeContext>, F>,
+    }
+}
+
+impl<F: Future> Future for Scoped<F> {
+    type Output = (F::Output, SconeContext);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut inner = self.project().inner;
+        let output = std::task::ready!(inner.as_mut().poll(cx));
+        // The value is only taken here, once the future is done, so it is always present.
+        let ctx = inner.take_value().map(RefCell::into_inner);
+        Poll::Ready((output, ctx.unwrap_or_default()))
+    }
 }
 
 /// Runs `f` with `ctx` as its context, for synchronous code and tests.

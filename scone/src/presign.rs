@@ -60,6 +60,9 @@ struct Shared {
     capacity: usize,
     /// Set when the pool is dropped.
     stop: AtomicBool,
+    /// Whether the refill thread is waiting for `low`; written and read under the lock,
+    /// so signers wake it (a system call) only when it sleeps, not on every nonce.
+    sleeping: AtomicBool,
     /// The key's hash prefix, secret: hedges the nonces against a weak OS generator.
     hash_prefix: [u8; 32],
     /// Makes every nonce's hash input distinct.
@@ -104,7 +107,9 @@ impl Shared {
             {
                 let mut nonces = self.lock();
                 while nonces.len() >= self.capacity && !self.stop.load(Ordering::Acquire) {
+                    self.sleeping.store(true, Ordering::Relaxed);
                     nonces = self.low.wait(nonces).unwrap_or_else(|p| p.into_inner());
+                    self.sleeping.store(false, Ordering::Relaxed);
                 }
             }
             if self.stop.load(Ordering::Acquire) {
@@ -146,6 +151,7 @@ impl NoncePool {
             low: Condvar::new(),
             capacity: capacity.max(1),
             stop: AtomicBool::new(false),
+            sleeping: AtomicBool::new(false),
             hash_prefix: key.hash_prefix,
             counter: AtomicU64::new(0),
         });
@@ -169,7 +175,9 @@ impl NoncePool {
             .last_mut()
             .map(|slot| std::mem::replace(slot, Nonce::WIPED));
         nonces.pop();
-        if nonces.len() <= self.shared.capacity / 2 {
+        if nonces.len() <= self.shared.capacity / 2 && self.shared.sleeping.load(Ordering::Relaxed)
+        {
+            self.shared.sleeping.store(false, Ordering::Relaxed);
             self.shared.low.notify_one();
         }
         drop(nonces);

@@ -201,6 +201,11 @@ impl Scone {
         &self.encoded
     }
 
+    /// The wire encoding, taking the SCONE apart (no copy, no reference count).
+    pub fn into_encoded(self) -> Bytes {
+        self.encoded
+    }
+
     /// Size of the wire encoding in bytes.
     pub fn encoded_len(&self) -> usize {
         self.encoded.len()

@@ -11,9 +11,9 @@
 //! signature check plus a few blake3 hashes), while signing a batch costs one signature for
 //! the whole group.
 
+use std::ops::Range;
 use std::sync::LazyLock;
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::error::DecodeError;
@@ -61,17 +61,19 @@ pub(crate) struct WireSeal<'a> {
     pub signature: &'a [u8],
 }
 
-/// The authenticating tail of a decoded SCONE.
+/// The authenticating tail of a decoded SCONE. The path and signature are not copied:
+/// they are positions in the SCONE's own bytes (which keeps a `Scone` small, and decoding
+/// free of allocations).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Seal {
     /// The issuer tag, if the minter added one.
     pub tag: Option<Digest>,
     /// Leaf position in its batch.
     pub index: u32,
-    /// Sibling digests, 32 bytes each: a slice of the SCONE's own bytes, not a copy.
-    pub siblings: Bytes,
-    /// ed25519 signature over the root.
-    pub signature: [u8; 64],
+    /// Where the sibling digests (32 bytes each) sit in the SCONE's bytes.
+    siblings: Range<usize>,
+    /// Where the 64-byte ed25519 signature over the root sits in the SCONE's bytes.
+    signature_at: usize,
 }
 
 impl Seal {
@@ -79,17 +81,17 @@ impl Seal {
     /// cannot: field lengths, a bounded path, an index that fits it, and a canonical
     /// encoding (postcard accepts overlong varints; the seal is not itself signed, so
     /// without this check one SCONE could travel as several byte strings).
-    pub fn parse(encoded: &Bytes, start: usize) -> Result<Self, DecodeError> {
+    pub fn parse(encoded: &[u8], start: usize) -> Result<Self, DecodeError> {
         Self::parse_checked(encoded, start, true)
     }
 
     /// Reads back a seal the minter has just encoded: the same checks but the canonical
     /// one, which cannot fail for bytes postcard itself wrote.
-    pub fn parse_own(encoded: &Bytes, start: usize) -> Result<Self, DecodeError> {
+    pub fn parse_own(encoded: &[u8], start: usize) -> Result<Self, DecodeError> {
         Self::parse_checked(encoded, start, false)
     }
 
-    fn parse_checked(encoded: &Bytes, start: usize, canonical: bool) -> Result<Self, DecodeError> {
+    fn parse_checked(encoded: &[u8], start: usize, canonical: bool) -> Result<Self, DecodeError> {
         let rest = &encoded[start..];
         if rest.len() > MAX_SEAL_BYTES {
             return Err(DecodeError::Malformed("seal too long"));
@@ -111,8 +113,9 @@ impl Seal {
                 Digest::try_from(tag).map_err(|_| DecodeError::Malformed("tag is not 32 bytes"))?,
             ),
         };
-        let signature = <[u8; 64]>::try_from(wire.signature)
-            .map_err(|_| DecodeError::Malformed("signature is not 64 bytes"))?;
+        if wire.signature.len() != 64 {
+            return Err(DecodeError::Malformed("signature is not 64 bytes"));
+        }
         if wire.siblings.len() % 32 != 0 {
             return Err(DecodeError::Malformed("merkle path is not whole digests"));
         }
@@ -125,18 +128,31 @@ impl Seal {
                 "merkle index out of range for its path",
             ));
         }
-        let offset = wire.siblings.as_ptr() as usize - encoded.as_ptr() as usize;
+        let offset_of = |part: &[u8]| part.as_ptr() as usize - encoded.as_ptr() as usize;
+        let siblings_at = offset_of(wire.siblings);
         Ok(Self {
             tag,
             index: wire.index,
-            siblings: encoded.slice(offset..offset + wire.siblings.len()),
-            signature,
+            siblings: siblings_at..siblings_at + wire.siblings.len(),
+            signature_at: offset_of(wire.signature),
         })
     }
 
     /// How many levels its Merkle path has.
     pub fn depth(&self) -> usize {
         self.siblings.len() / 32
+    }
+
+    /// The sibling digests, out of `encoded` (the bytes it was parsed from).
+    pub fn siblings<'a>(&self, encoded: &'a [u8]) -> &'a [u8] {
+        &encoded[self.siblings.clone()]
+    }
+
+    /// The signature, out of `encoded` (the bytes it was parsed from).
+    pub fn signature(&self, encoded: &[u8]) -> [u8; 64] {
+        let mut signature = [0; 64];
+        signature.copy_from_slice(&encoded[self.signature_at..self.signature_at + 64]);
+        signature
     }
 }
 

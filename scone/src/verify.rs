@@ -187,8 +187,8 @@ impl Verifier {
             .ok_or(VerifyError::UnknownKey(scone.key_id()))?;
         let seal = scone.seal();
         let leaf = seal::leaf_digest(&claims_digest, seal.tag.as_ref(), seal.index);
-        let root = seal::root_from_path(leaf, seal.index, &seal.siblings);
-        let signature = ed25519_dalek::Signature::from_bytes(&seal.signature);
+        let root = seal::root_from_path(leaf, seal.index, seal.siblings(scone.encoded()));
+        let signature = ed25519_dalek::Signature::from_bytes(&seal.signature(scone.encoded()));
         // Strict: rejects non-canonical and small-order encodings, so a signature cannot be
         // altered into another one that still verifies.
         key.ed25519()

@@ -1,13 +1,15 @@
 //! The `Serve` wrapper: verify the request's SCONEs, run the handler with its state in
 //! the task-local context, and mint SCONEs for the state it changed.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use scone::context::{self, SconeContext};
 use scone::{
-    BundleLimits, Draft, EndpointId, KeyRing, Minter, MinterConfig, PublicKey, Scone, SconeBundle,
-    ServiceId, SigningKey, Verifier, VerifierConfig,
+    BundleError, BundleLimits, Draft, EndpointId, KeyRing, Minter, MinterConfig, PublicKey, Scone,
+    SconeBundle, ServiceId, SigningKey, Verifier, VerifierConfig,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -15,9 +17,10 @@ use tarpc::server::Serve;
 use tarpc::ServerError;
 
 use crate::envelope::{
-    Outcome, Refusal, RefusalKind, RequestEnvelope, ResponseEnvelope, WireScones, ENVELOPE_VERSION,
+    Outcome, Refusal, RefusalKind, RequestEnvelope, ResponseEnvelope, WireScones, WireSconesError,
+    ENVELOPE_VERSION,
 };
-use crate::server::signer::GroupSigner;
+use crate::server::signer::{GroupSigner, SigningStats};
 
 /// Settings of a [`SconeLayer`].
 #[derive(Clone, Debug)]
@@ -116,6 +119,11 @@ impl SconeLayer {
         self.shared.signer_public_key()
     }
 
+    /// How many SCONEs this layer (and its clones) minted, under how many signatures.
+    pub fn signing_stats(&self) -> SigningStats {
+        self.shared.signer.stats()
+    }
+
     /// The service this layer serves.
     pub fn service(&self) -> &ServiceId {
         &self.shared.service
@@ -148,24 +156,69 @@ impl Shared {
         }
     }
 
+    /// Checks a request's envelope and SCONEs and decodes its body: the handler's context
+    /// and request, or the refusal to send instead.
+    fn admit_request<Req: DeserializeOwned>(
+        &self,
+        request: RequestEnvelope,
+    ) -> Result<(SconeContext, Req), ResponseEnvelope> {
+        if request.version != ENVELOPE_VERSION {
+            let detail = format!(
+                "envelope version {} (this server reads {ENVELOPE_VERSION})",
+                request.version
+            );
+            return Err(self.refuse(RefusalKind::UnsupportedEnvelope, detail));
+        }
+        if request.service != self.service {
+            let detail = format!("this server is {}, not {}", self.service, request.service);
+            return Err(self.refuse(RefusalKind::WrongService, detail));
+        }
+        let (ours, carried) = self.admit(request.scones)?;
+        let inner_request = postcard::from_bytes(&request.body)
+            .map_err(|error| self.refuse(RefusalKind::BadRequest, error.to_string()))?;
+        Ok((SconeContext::new(ours).with_carried(carried), inner_request))
+    }
+
     /// Splits the request's SCONEs into ours (verified) and other services' (carried).
+    ///
+    /// Decodes straight into the two bundles (no bundle of everything first): the limits
+    /// hold for the request as a whole and are checked before anything is decoded.
     fn admit(&self, scones: WireScones) -> Result<(SconeBundle, SconeBundle), ResponseEnvelope> {
-        let scones = scones
-            .decode(self.config.bundle_limits, self.config.max_scone_bytes)
-            .map_err(|error| self.refuse(error.refusal_kind(), error.to_string()))?;
-        let mut ours = SconeBundle::with_limits(self.config.bundle_limits);
-        let mut carried = SconeBundle::with_limits(self.config.bundle_limits);
-        for scone in scones {
-            if scone.service() == &self.service {
+        let limits = self.config.bundle_limits;
+        let bad_bundle =
+            |error: BundleError| self.refuse(RefusalKind::BadRequest, error.to_string());
+        if scones.len() > limits.max_scones {
+            let limit = limits.max_scones;
+            return Err(bad_bundle(BundleError::TooManyScones { limit }));
+        }
+        let size = scones.0.iter().map(|bytes| bytes.len()).sum();
+        if size > limits.max_bytes {
+            let limit = limits.max_bytes;
+            return Err(bad_bundle(BundleError::TooLarge { size, limit }));
+        }
+        let mut ours = SconeBundle::with_limits(limits);
+        let mut carried = SconeBundle::with_limits(limits);
+        for bytes in scones.0 {
+            let scone =
+                Scone::decode_with_limit(bytes, self.config.max_scone_bytes).map_err(|error| {
+                    let error = WireSconesError::from(error);
+                    self.refuse(error.refusal_kind(), error.to_string())
+                })?;
+            let bundle = if scone.service() == &self.service {
                 if let Err(error) = self.verifier.verify(&scone) {
                     tracing::debug!(service = %self.service, %error, "refused a scone");
                     return Err(self.refuse(RefusalKind::Scone(error.reason()), error.to_string()));
                 }
-                ours.insert(scone)
+                &mut ours
             } else {
-                carried.insert(scone)
+                &mut carried
+            };
+            if bundle.get(scone.service()).is_some() {
+                return Err(bad_bundle(BundleError::DuplicateService(
+                    scone.service().clone(),
+                )));
             }
-            .map_err(|error| self.refuse(RefusalKind::BadRequest, error.to_string()))?;
+            bundle.insert(scone).map_err(bad_bundle)?;
         }
         Ok((ours, carried))
     }
@@ -203,33 +256,40 @@ where
     type Req = RequestEnvelope;
     type Resp = ResponseEnvelope;
 
-    async fn serve(
+    // The checks that need no waiting run here, before any future exists; what waits (the
+    // handler, the signature) is boxed: tarpc moves the request future it sits in several
+    // times before spawning it, and boxed it is allocated once and never moved, which
+    // keeps the spawned task small.
+    #[allow(refining_impl_trait)]
+    fn serve(
         self,
         ctx: tarpc::context::Context,
         request: RequestEnvelope,
+    ) -> Pin<Box<impl Future<Output = Result<ResponseEnvelope, ServerError>>>> {
+        let admitted = self.shared.admit_request(request);
+        Box::pin(async move {
+            match admitted {
+                Ok((scope, inner_request)) => self.run(ctx, scope, inner_request).await,
+                Err(refusal) => Ok(refusal),
+            }
+        })
+    }
+}
+
+impl<S> SconeServe<S>
+where
+    S: Serve + Clone + Send,
+    S::Req: DeserializeOwned,
+    S::Resp: Serialize,
+{
+    /// Runs the handler in `scope` and mints what it changed.
+    async fn run(
+        self,
+        ctx: tarpc::context::Context,
+        scope: SconeContext,
+        inner_request: S::Req,
     ) -> Result<ResponseEnvelope, ServerError> {
         let shared = &self.shared;
-        if request.version != ENVELOPE_VERSION {
-            let detail = format!(
-                "envelope version {} (this server reads {ENVELOPE_VERSION})",
-                request.version
-            );
-            return Ok(shared.refuse(RefusalKind::UnsupportedEnvelope, detail));
-        }
-        if request.service != shared.service {
-            let detail = format!("this server is {}, not {}", shared.service, request.service);
-            return Ok(shared.refuse(RefusalKind::WrongService, detail));
-        }
-        let (ours, carried) = match shared.admit(request.scones) {
-            Ok(admitted) => admitted,
-            Err(refusal) => return Ok(refusal),
-        };
-        let inner_request: S::Req = match postcard::from_bytes(&request.body) {
-            Ok(inner_request) => inner_request,
-            Err(error) => return Ok(shared.refuse(RefusalKind::BadRequest, error.to_string())),
-        };
-
-        let scope = SconeContext::new(ours).with_carried(carried);
         let (response, scope) = context::scope(scope, self.inner.serve(ctx, inner_request)).await;
         let response = response?;
         let (incoming, writes, forwarded) = scope.into_parts();
@@ -265,7 +325,7 @@ where
             .map_err(|e| ServerError::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
         Ok(ResponseEnvelope {
             version: ENVELOPE_VERSION,
-            scones: WireScones::encode(&scones),
+            scones: WireScones::from_bundle(scones),
             token: None,
             outcome: Outcome::Reply(body),
         })

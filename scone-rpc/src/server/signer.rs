@@ -2,29 +2,78 @@
 //!
 //! Like a database committing a group of transactions with one log flush. The first
 //! request to need a signature becomes the leader; before signing it yields once to the
-//! scheduler, so every request its worker already has ready (and any other worker's that
-//! arrive meanwhile) runs up to its own signature and joins the group. Then one ed25519
-//! signature over the Merkle root of their digests covers them all. While each turn of the
-//! scheduler brings new members the leader keeps gathering (a few turns at most), so a
-//! busy server signs once per group of many requests, while a lone, sequential caller pays
-//! one trip through the scheduler and no timer.
+//! scheduler, so every request its thread already has ready runs up to its own signature
+//! and joins the group. Then one ed25519 signature over the Merkle root of their digests
+//! covers them all. While each turn of the scheduler brings new members the leader keeps
+//! gathering (a few turns at most), so a busy server signs once per group of many
+//! requests, while a lone, sequential caller pays one trip through the scheduler and no
+//! timer.
+//!
+//! Each thread gathers its own groups. A group shared between threads would make one
+//! thread's requests wait on the other's leader (idle cores on a busy server) and send
+//! every result across threads (a wake-up system call each, and memory freed away from
+//! the thread that allocated it).
 
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use scone::{Draft, MintError, Minter, Scone};
+use thread_local::ThreadLocal;
 use tokio::sync::oneshot;
 
 /// Most scheduler turns a leader waits for its group to grow: bounds the added latency.
 const MAX_GATHER_YIELDS: usize = 8;
 
+thread_local! {
+    /// Requests spawned on this thread by [`server::run`](crate::server::run) and not yet
+    /// finished; `None` on threads it does not run (the layer then cannot know).
+    static REQUESTS_ON_THREAD: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// Counts one request as in flight on this thread while it lives; made where requests are
+/// spawned, so that a leader can tell when every request its thread holds has joined its
+/// group (then waiting longer cannot add anyone). Must be dropped on the thread that made
+/// it, as on a single-threaded runtime.
+pub(crate) struct InFlight(());
+
+impl InFlight {
+    pub fn enter() -> Self {
+        REQUESTS_ON_THREAD.with(|count| count.set(Some(count.get().unwrap_or(0) + 1)));
+        Self(())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        REQUESTS_ON_THREAD.with(|count| count.set(count.get().map(|n| n.saturating_sub(1))));
+    }
+}
+
+/// Whether every request in flight on this thread is among the `waiting` ones.
+fn everyone_is_waiting(waiting: usize) -> bool {
+    REQUESTS_ON_THREAD.with(|count| count.get().is_some_and(|in_flight| in_flight <= waiting))
+}
+
 /// A draft waiting for its signature, and where to send the result.
 type Pending = (Draft, oneshot::Sender<Result<Scone, MintError>>);
 
+/// One thread's drafts waiting for their round.
+#[derive(Default)]
 struct Queue {
-    /// Drafts that arrived while a round was signing.
+    /// Drafts that arrived while a round was gathering.
     pending: Vec<Pending>,
-    /// Whether a round is running; exactly one signs at a time.
-    signing: bool,
+    /// Whether a leader is gathering; exactly one per queue at a time.
+    gathering: bool,
+}
+
+/// How much group signing has saved: SCONEs minted against signatures made.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SigningStats {
+    /// SCONEs minted.
+    pub scones: u64,
+    /// Ed25519 signatures made for them; `scones / signatures` is the mean group size.
+    pub signatures: u64,
 }
 
 /// Signs SCONEs in groups.
@@ -33,16 +82,23 @@ pub(crate) struct GroupSigner {
     minter: Minter,
     /// Most SCONEs under one signature: bounds a round's latency and each SCONE's path.
     max_group: usize,
-    /// Drafts waiting for the next round.
-    queue: Mutex<Queue>,
+    /// Drafts waiting for the next round, one queue per thread.
+    queues: ThreadLocal<Mutex<Queue>>,
+    /// SCONEs minted, for [`SigningStats`].
+    scones: AtomicU64,
+    /// Signatures made, for [`SigningStats`].
+    signatures: AtomicU64,
 }
 
 /// Runs a signing round when dropped; held by the leader while it gathers its group.
-struct SignOnDrop<'a>(&'a Arc<GroupSigner>);
+struct SignOnDrop<'a> {
+    signer: &'a GroupSigner,
+    queue: &'a Mutex<Queue>,
+}
 
 impl Drop for SignOnDrop<'_> {
     fn drop(&mut self) {
-        self.0.sign_round();
+        self.signer.sign_round(self.queue);
     }
 }
 
@@ -51,15 +107,20 @@ impl Drop for SignOnDrop<'_> {
 #[error("the signer stopped before signing")]
 pub(crate) struct SignerGone;
 
+fn lock(queue: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
+    queue
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 impl GroupSigner {
     pub fn new(minter: Minter, max_group: usize) -> Arc<Self> {
         Arc::new(Self {
             minter,
             max_group: max_group.max(1),
-            queue: Mutex::new(Queue {
-                pending: Vec::new(),
-                signing: false,
-            }),
+            queues: ThreadLocal::new(),
+            scones: AtomicU64::new(0),
+            signatures: AtomicU64::new(0),
         })
     }
 
@@ -67,35 +128,44 @@ impl GroupSigner {
         self.minter.public_key()
     }
 
-    fn lock(&self) -> MutexGuard<'_, Queue> {
-        self.queue
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    pub fn stats(&self) -> SigningStats {
+        SigningStats {
+            scones: self.scones.load(Ordering::Relaxed),
+            signatures: self.signatures.load(Ordering::Relaxed),
+        }
     }
 
-    /// Mints `draft`, signing it with whatever else is waiting.
-    pub async fn mint(
-        self: &Arc<Self>,
-        draft: Draft,
-    ) -> Result<Result<Scone, MintError>, SignerGone> {
+    /// Mints `draft`, signing it with whatever else is waiting on this thread.
+    pub async fn mint(&self, draft: Draft) -> Result<Result<Scone, MintError>, SignerGone> {
         let (done_tx, done_rx) = oneshot::channel();
+        // The queue of the thread the request runs on now. Should the task move to another
+        // thread while waiting (on a work-stealing runtime), this queue's leader still
+        // signs it: a queue is only ever signed by its own leader.
+        let queue = self.queues.get_or_default();
         let lead = {
-            let mut queue = self.lock();
+            let mut queue = lock(queue);
             queue.pending.push((draft, done_tx));
-            !std::mem::replace(&mut queue.signing, true)
+            !std::mem::replace(&mut queue.gathering, true)
         };
         if lead {
             // The round runs when the guard drops: after gathering, or when this request's
             // future is dropped mid-gather (tarpc drops it on cancel, deadline or
-            // disconnect). Otherwise a cancelled leader would leave `signing` set and
-            // every later request waiting forever.
-            let _round = SignOnDrop(self);
+            // disconnect). Otherwise a cancelled leader would leave `gathering` set and
+            // every later request on this thread waiting forever.
+            let _round = SignOnDrop {
+                signer: self,
+                queue,
+            };
             // Keep yielding while each turn of the scheduler brings new members: a busy
-            // server grows its group, an idle one signs after a single yield.
+            // server grows its group. When every request the thread holds is already in
+            // the group (a lone, sequential caller), sign at once.
             let mut members = 1;
             for _ in 0..MAX_GATHER_YIELDS {
+                if everyone_is_waiting(members) {
+                    break;
+                }
                 tokio::task::yield_now().await;
-                let now = self.lock().pending.len();
+                let now = lock(queue).pending.len();
                 if now == members || now >= self.max_group {
                     break;
                 }
@@ -105,19 +175,23 @@ impl GroupSigner {
         done_rx.await.map_err(|_| SignerGone)
     }
 
-    /// Signs everything waiting, in groups of at most `max_group`, and gives up the lead.
-    fn sign_round(&self) {
+    /// Signs everything waiting in `queue`, in groups of at most `max_group`, and gives up
+    /// the lead.
+    fn sign_round(&self, queue: &Mutex<Queue>) {
         let waiting: Vec<Pending> = {
-            let mut queue = self.lock();
-            queue.signing = false;
+            let mut queue = lock(queue);
+            queue.gathering = false;
             std::mem::take(&mut queue.pending)
         };
         let mut waiting = waiting.into_iter().peekable();
         while waiting.peek().is_some() {
             let group: Vec<Pending> = waiting.by_ref().take(self.max_group).collect();
             let (drafts, senders): (Vec<Draft>, Vec<_>) = group.into_iter().unzip();
+            self.scones
+                .fetch_add(drafts.len() as u64, Ordering::Relaxed);
             match self.minter.mint_batch(&drafts) {
                 Ok(scones) => {
+                    self.signatures.fetch_add(1, Ordering::Relaxed);
                     for (sender, scone) in senders.into_iter().zip(scones) {
                         let _ = sender.send(Ok(scone));
                     }
@@ -125,6 +199,8 @@ impl GroupSigner {
                 // One bad draft (say, oversize) must fail alone: sign each on its own,
                 // which is rare enough not to matter.
                 Err(_) => {
+                    self.signatures
+                        .fetch_add(drafts.len() as u64, Ordering::Relaxed);
                     for (sender, draft) in senders.into_iter().zip(drafts) {
                         let _ = sender.send(self.minter.mint(draft));
                     }
