@@ -13,8 +13,10 @@
 //!   goes back to it in the reply, so the front-end keeps nothing either.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use scone::context;
@@ -324,29 +326,49 @@ where
     type Req = Req;
     type Resp = Resp;
 
-    async fn call(&self, ctx: tarpc::context::Context, request: Req) -> Result<Resp, RpcError> {
-        let body = postcard::to_stdvec(&request).map_err(|e| send_error(ClientError::Encode(e)))?;
-        let envelope = RequestEnvelope {
+    // The envelope is built before any future exists, and the waiting part is boxed:
+    // callers move this future around (into generated clients, into their own tasks),
+    // and a pointer moves cheaper than a state machine holding an envelope.
+    #[allow(refining_impl_trait)]
+    fn call(
+        &self,
+        ctx: tarpc::context::Context,
+        request: Req,
+    ) -> Pin<Box<impl Future<Output = Result<Resp, RpcError>> + '_>> {
+        let envelope = self.envelope(&request);
+        Box::pin(async move {
+            let reply = self.inner.call(ctx, envelope?).await?;
+            if reply.version != ENVELOPE_VERSION {
+                return Err(send_error(ClientError::UnsupportedEnvelope(reply.version)));
+            }
+            self.keep(reply.scones).map_err(send_error)?;
+            match reply.outcome {
+                Outcome::Reply(body) => postcard::from_bytes(&body).map_err(|e| {
+                    RpcError::Server(ServerError::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("reply body does not decode: {e}"),
+                    ))
+                }),
+                Outcome::Refused(refusal) => Err(refused(*refusal)),
+            }
+        })
+    }
+}
+
+impl<Req, Resp, S> SconeClient<Req, Resp, S>
+where
+    Req: Serialize,
+{
+    /// The envelope for `request`, with the SCONEs to attach.
+    fn envelope(&self, request: &Req) -> Result<RequestEnvelope, RpcError> {
+        let body = postcard::to_stdvec(request).map_err(|e| send_error(ClientError::Encode(e)))?;
+        Ok(RequestEnvelope {
             version: ENVELOPE_VERSION,
             client: self.client_id,
             service: self.service.clone(),
-            scones: WireScones::encode(&self.attachments().map_err(send_error)?),
+            scones: WireScones::from_bundle(self.attachments().map_err(send_error)?),
             token: None,
             body,
-        };
-        let reply = self.inner.call(ctx, envelope).await?;
-        if reply.version != ENVELOPE_VERSION {
-            return Err(send_error(ClientError::UnsupportedEnvelope(reply.version)));
-        }
-        self.keep(reply.scones).map_err(send_error)?;
-        match reply.outcome {
-            Outcome::Reply(body) => postcard::from_bytes(&body).map_err(|e| {
-                RpcError::Server(ServerError::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("reply body does not decode: {e}"),
-                ))
-            }),
-            Outcome::Refused(refusal) => Err(refused(refusal)),
-        }
+        })
     }
 }

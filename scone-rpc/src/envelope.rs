@@ -122,7 +122,7 @@ pub struct RequestEnvelope {
     pub scones: WireScones,
     /// Reserved for the cluster's routing token.
     #[serde(with = "serde_bytes")]
-    pub token: Option<Vec<u8>>,
+    pub token: Option<Box<[u8]>>,
     /// The postcard-encoded tarpc request of the service.
     #[serde(with = "serde_bytes")]
     pub body: Vec<u8>,
@@ -143,7 +143,7 @@ pub struct ResponseEnvelope {
     pub scones: WireScones,
     /// Reserved for the cluster's routing token.
     #[serde(with = "serde_bytes")]
-    pub token: Option<Vec<u8>>,
+    pub token: Option<Box<[u8]>>,
     /// The handler's reply, or why the request was refused.
     pub outcome: Outcome,
 }
@@ -153,8 +153,9 @@ pub struct ResponseEnvelope {
 pub enum Outcome {
     /// The handler ran; its postcard-encoded tarpc response.
     Reply(#[serde(with = "serde_bytes")] Vec<u8>),
-    /// The request was refused before (or instead of) reaching the handler.
-    Refused(Refusal),
+    /// The request was refused before (or instead of) reaching the handler. Boxed: it is
+    /// rare, and a reply travels through several futures, each sized for its largest form.
+    Refused(Box<Refusal>),
 }
 
 /// Why a request was refused, as the caller sees it.

@@ -142,6 +142,9 @@ pub struct Tracker<T> {
     arena: Vec<u8>,
     /// Whether the value came from a SCONE (false: a new session).
     loaded: bool,
+    /// Encoded size of the state as it came in: what buffers reserve, so encoding into
+    /// them does not grow them step by step.
+    size_hint: usize,
 }
 
 impl<T: SconeState> Tracker<T> {
@@ -152,6 +155,7 @@ impl<T: SconeState> Tracker<T> {
             snapshots: Vec::new(),
             arena: Vec::new(),
             loaded,
+            size_hint: 0,
         }
     }
 
@@ -159,12 +163,16 @@ impl<T: SconeState> Tracker<T> {
     pub fn load() -> Result<Self, StateError> {
         let service = T::service_id()?;
         let loaded = context::with(|ctx| {
-            ctx.incoming()
-                .get(&service)
-                .map(|scone| postcard::from_bytes::<T>(scone.state()))
+            ctx.incoming().get(&service).map(|scone| {
+                let state = scone.state();
+                postcard::from_bytes::<T>(state).map(|value| (value, state.len()))
+            })
         })?;
         match loaded {
-            Some(Ok(value)) => Ok(Self::new(value, true)),
+            Some(Ok((value, size))) => Ok(Self {
+                size_hint: size,
+                ..Self::new(value, true)
+            }),
             Some(Err(source)) => Err(StateError::Decode { service, source }),
             None => Ok(Self::new(T::default(), false)),
         }
@@ -187,6 +195,9 @@ impl<T: SconeState> Tracker<T> {
     pub fn touch(&mut self, index: usize) {
         if index >= T::FIELDS.len() || self.snapshots.iter().any(|s| s.index == index) {
             return;
+        }
+        if self.arena.capacity() == 0 {
+            self.arena.reserve(self.size_hint);
         }
         let start = self.arena.len();
         let before = match self
@@ -259,7 +270,7 @@ impl<T: SconeState> Tracker<T> {
     /// Writes the state back to the request context if a field changed.
     pub fn save(self) -> Result<Saved, StateError> {
         // One buffer serves the field comparisons and then holds the new state.
-        let mut buffer = Vec::new();
+        let mut buffer = Vec::with_capacity(self.size_hint + self.size_hint / 8);
         let changed = self.changed_fields_with(&mut buffer)?;
         if changed.is_empty() {
             return Ok(Saved::Unchanged);

@@ -124,19 +124,25 @@ impl<K: Hash + Eq> SconeCache<K> {
         if scone.is_expired_at(self.clock.now_ms()) {
             return PutOutcome::Expired;
         }
-        let mut inner = self.lock();
-        if let Some(old) = inner.entries.peek(&key) {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        // The common case, a newer version of a cached session: replace it in place (one
+        // lookup, no allocation), which also makes it the most recently used.
+        if let Some(old) = inner.entries.get_mut(&key) {
             if same_session(old, &scone) && old.version() > scone.version() {
                 return PutOutcome::Stale;
             }
-        }
-        let outcome = match inner.entries.pop(&key) {
-            Some(old) => {
-                inner.bytes -= old.encoded_len();
-                PutOutcome::Replaced
+            let old = std::mem::replace(old, scone);
+            inner.bytes = inner.bytes - old.encoded_len() + size;
+            // Never evicts the entry just replaced: it is the most recent.
+            while inner.bytes > self.limits.max_bytes && inner.entries.len() > 1 {
+                match inner.entries.pop_lru() {
+                    Some((_, evicted)) => inner.bytes -= evicted.encoded_len(),
+                    None => break,
+                }
             }
-            None => PutOutcome::Inserted,
-        };
+            return PutOutcome::Replaced;
+        }
         // Evict by hand rather than let the LRU do it, so the byte count stays exact.
         while inner.entries.len() >= self.limits.max_entries.get()
             || inner.bytes + size > self.limits.max_bytes
@@ -148,7 +154,7 @@ impl<K: Hash + Eq> SconeCache<K> {
         }
         inner.entries.put(key, scone);
         inner.bytes += size;
-        outcome
+        PutOutcome::Inserted
     }
 
     /// The SCONE under `key`, unless it has expired (then it is dropped).

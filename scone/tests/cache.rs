@@ -75,6 +75,29 @@ fn byte_bound_evicts_until_it_fits() {
 }
 
 #[test]
+fn a_replacement_that_grows_evicts_others_but_never_itself() {
+    let (clock, minter) = setup();
+    let small = mint(&minter, 0, 1, 100).encoded_len();
+    let large = mint(&minter, 0, 2, 1000).encoded_len();
+    let cache = SconeCache::new(limits(100, large + small)).with_clock(clock);
+    for n in 0..3 {
+        assert_eq!(
+            cache.put(service(n), mint(&minter, n, 1, 100)),
+            PutOutcome::Inserted
+        );
+    }
+    // Session 0 grows: the least recently used others go, session 0 stays.
+    assert_eq!(
+        cache.put(service(0), mint(&minter, 0, 2, 1000)),
+        PutOutcome::Replaced
+    );
+    assert_eq!(cache.get(&service(0)).map(|s| s.version()), Some(2));
+    assert!(cache.get(&service(1)).is_none(), "least recent evicted");
+    assert!(cache.get(&service(2)).is_some());
+    assert_eq!(cache.bytes(), large + small);
+}
+
+#[test]
 fn expired_entries_are_dropped() {
     let (clock, minter) = setup();
     let cache = SconeCache::new(CacheLimits::default()).with_clock(clock.clone());
@@ -184,5 +207,11 @@ proptest! {
             prop_assert!(cache.len() <= max_entries);
             prop_assert!(cache.bytes() <= max_bytes);
         }
+        // The byte count is exact, not merely bounded.
+        let held: usize = (0..20)
+            .filter_map(|key| cache.get(&service(key)))
+            .map(|scone| scone.encoded_len())
+            .sum();
+        prop_assert_eq!(cache.bytes(), held);
     }
 }

@@ -132,7 +132,7 @@ impl SconeLayer {
     /// Wraps a tarpc service (for example `CartServer.serve()`).
     pub fn wrap<S>(&self, inner: S) -> SconeServe<S> {
         SconeServe {
-            inner,
+            inner: Arc::new(inner),
             shared: Arc::clone(&self.shared),
         }
     }
@@ -148,11 +148,11 @@ impl Shared {
             version: ENVELOPE_VERSION,
             scones: WireScones::default(),
             token: None,
-            outcome: Outcome::Refused(Refusal {
+            outcome: Outcome::Refused(Box::new(Refusal {
                 kind,
                 service: Some(self.service.clone()),
                 detail: detail.into(),
-            }),
+            })),
         }
     }
 
@@ -241,10 +241,20 @@ impl Shared {
 }
 
 /// A tarpc service whose state travels in SCONEs; made by [`SconeLayer::wrap`].
-#[derive(Clone)]
 pub struct SconeServe<S> {
-    inner: S,
+    /// Shared, so that this stays two pointers whatever the service holds: tarpc keeps a
+    /// copy in every request's future.
+    inner: Arc<S>,
     shared: Arc<Shared>,
+}
+
+impl<S> Clone for SconeServe<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            shared: Arc::clone(&self.shared),
+        }
+    }
 }
 
 impl<S> Serve for SconeServe<S>
@@ -290,7 +300,8 @@ where
         inner_request: S::Req,
     ) -> Result<ResponseEnvelope, ServerError> {
         let shared = &self.shared;
-        let (response, scope) = context::scope(scope, self.inner.serve(ctx, inner_request)).await;
+        let (response, scope) =
+            context::scope(scope, S::clone(&self.inner).serve(ctx, inner_request)).await;
         let response = response?;
         let (incoming, writes, forwarded) = scope.into_parts();
 

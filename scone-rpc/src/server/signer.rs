@@ -157,11 +157,12 @@ impl GroupSigner {
                 queue,
             };
             // Keep yielding while each turn of the scheduler brings new members: a busy
-            // server grows its group. When every request the thread holds is already in
-            // the group (a lone, sequential caller), sign at once.
+            // server grows its group (a turn also reads the sockets, which may start more
+            // requests). A lone request, the only one its thread holds (a sequential
+            // caller), signs at once.
             let mut members = 1;
             for _ in 0..MAX_GATHER_YIELDS {
-                if everyone_is_waiting(members) {
+                if members == 1 && everyone_is_waiting(members) {
                     break;
                 }
                 tokio::task::yield_now().await;
