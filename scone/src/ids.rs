@@ -16,8 +16,22 @@ pub const MAX_SERVICE_ID_LEN: usize = 128;
 ///
 /// A verifier accepts only SCONEs for its own service, and caches key SCONEs by it.
 /// Allowed: 1 to 128 ASCII letters, digits and `. _ - / :`. Cloning is cheap.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Eq, PartialOrd, Ord)]
 pub struct ServiceId(Arc<str>);
+
+/// By name; interned IDs are usually the same allocation, which settles it at once.
+impl PartialEq for ServiceId {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+/// By name, consistent with `eq`.
+impl std::hash::Hash for ServiceId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
 
 impl Serialize for ServiceId {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {

@@ -128,6 +128,25 @@ impl Shared {
     }
 }
 
+/// Lowers the calling thread to the idle scheduling class, where it runs only on cores
+/// nothing else wants. The refill thread must never delay a request: while cores are free
+/// (a lightly loaded server) it fills the pool for nothing, and when they are all busy it
+/// yields to the requests, which then compute nonces as they sign (the same work, done
+/// where it is needed).
+#[cfg(target_os = "linux")]
+fn run_only_when_idle() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `sched_setscheduler` reads `param` (a valid, live struct) and changes the
+    // policy of the calling thread (pid 0) only; it has no other effect on memory.
+    let result = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+    if result != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "nonce refill thread keeps normal priority");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn run_only_when_idle() {}
+
 /// A supply of precomputed Ed25519 nonces for one signing key, refilled by a background
 /// thread that stops when the pool is dropped.
 pub struct NoncePool {
@@ -158,7 +177,10 @@ impl NoncePool {
         let worker = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("scone-nonces".into())
-            .spawn(move || worker.refill_loop())?;
+            .spawn(move || {
+                run_only_when_idle();
+                worker.refill_loop()
+            })?;
         Ok(Self { shared })
     }
 

@@ -61,6 +61,22 @@ pub(crate) struct WireSeal<'a> {
     pub signature: &'a [u8],
 }
 
+impl WireSeal<'_> {
+    /// Its length encoded with the shortest varints, which is how postcard encodes.
+    fn canonical_len(&self) -> usize {
+        let bytes = |field: &[u8]| varint_len(field.len() as u64) + field.len();
+        1 + self.tag.map_or(0, bytes)
+            + varint_len(u64::from(self.index))
+            + bytes(self.siblings)
+            + bytes(self.signature)
+    }
+}
+
+/// Bytes of the shortest LEB128 varint for `value`.
+fn varint_len(value: u64) -> usize {
+    (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
+}
+
 /// The authenticating tail of a decoded SCONE. The path and signature are not copied:
 /// they are positions in the SCONE's own bytes (which keeps a `Scone` small, and decoding
 /// free of allocations).
@@ -100,12 +116,10 @@ impl Seal {
         if !trailing.is_empty() {
             return Err(DecodeError::Malformed("trailing bytes after the seal"));
         }
-        if canonical {
-            let mut buffer = [0u8; MAX_SEAL_BYTES];
-            match postcard::to_slice(&wire, &mut buffer) {
-                Ok(written) if written == rest => {}
-                _ => return Err(DecodeError::Malformed("seal is not canonically encoded")),
-            }
+        // Postcard's only alternative encodings are overlong varints, and each one makes
+        // the seal longer: the seal is canonical exactly when it has its shortest length.
+        if canonical && rest.len() != wire.canonical_len() {
+            return Err(DecodeError::Malformed("seal is not canonically encoded"));
         }
         let tag = match wire.tag {
             None => None,
@@ -306,6 +320,60 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_shortest_length_is_postcards_own() {
+        for value in [
+            0u64,
+            1,
+            127,
+            128,
+            16_383,
+            16_384,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
+            assert_eq!(
+                varint_len(value),
+                postcard::to_stdvec(&value).unwrap().len()
+            );
+        }
+        let (tag, siblings, signature) = ([7u8; 32], [8u8; 32 * 5], [9u8; 64]);
+        for (tag, index) in [(None, 0), (Some(&tag[..]), 31), (Some(&tag[..]), 200)] {
+            let wire = WireSeal {
+                tag,
+                index,
+                siblings: &siblings,
+                signature: &signature,
+            };
+            assert_eq!(
+                wire.canonical_len(),
+                postcard::to_stdvec(&wire).unwrap().len()
+            );
+        }
+    }
+
+    #[test]
+    fn an_overlong_varint_is_refused() {
+        let signature = [9u8; 64];
+        let wire = WireSeal {
+            tag: None,
+            index: 0,
+            siblings: &[],
+            signature: &signature,
+        };
+        let canonical = postcard::to_stdvec(&wire).unwrap();
+        assert!(Seal::parse(&canonical, 0).is_ok());
+        // The index 0 written as two bytes (0x80 0x00) still decodes to 0.
+        let mut overlong = canonical.clone();
+        overlong.splice(1..2, [0x80, 0x00]);
+        let decoded: WireSeal<'_> = postcard::from_bytes(&overlong).unwrap();
+        assert_eq!(decoded.index, 0);
+        assert!(matches!(
+            Seal::parse(&overlong, 0),
+            Err(DecodeError::Malformed("seal is not canonically encoded"))
+        ));
     }
 
     #[test]
