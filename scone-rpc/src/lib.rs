@@ -58,7 +58,7 @@
 //! - [`codec`]: postcard over length-delimited TCP frames, with size limits.
 //! - [`server`]: [`SconeLayer`] (the `Serve` wrapper) and [`server::run`] (the listener).
 //! - [`client`]: [`SconeClient`] (the `Stub` wrapper): caching, thin and entrusting modes.
-//! - [`state`]: [`SconeState`](state::SconeState), the derive's trait, and change tracking.
+//! - [`state`]: [`SconeState`], the derive's trait, and change tracking.
 //! - [`error`]: typed errors, and [`refusal`] to read a refusal out of a tarpc error.
 //!
 //! # What each party can verify
@@ -68,8 +68,10 @@
 //! tag instead (one hash), and fall back to the signature for SCONEs signed by older keys.
 //! SCONEs minted at the same moment share one signature over a Merkle root (group
 //! commit), so a busy server signs once per group while a lone caller never waits; each
-//! SCONE still verifies alone. The expensive half of each signature is precomputed on a
-//! background thread (`scone::presign`); the signatures are standard Ed25519.
+//! SCONE still verifies alone. Each worker thread gathers its own groups, and
+//! [`SconeLayer::signing_stats`] tells how large they
+//! are. The expensive half of each signature is precomputed on a background thread of
+//! idle priority (`scone::presign`); the signatures are standard Ed25519.
 //!
 //! # Replay
 //! A client holds its own state and may send an older SCONE of its session again while

@@ -190,16 +190,21 @@ impl GroupSigner {
             let (drafts, senders): (Vec<Draft>, Vec<_>) = group.into_iter().unzip();
             self.scones
                 .fetch_add(drafts.len() as u64, Ordering::Relaxed);
-            match self.minter.mint_batch(&drafts) {
-                Ok(scones) => {
+            // A group of one (a lone caller) is signed alone: its leaf is the root, no tree
+            // is needed. So is each draft of a group whose batch failed: one bad draft (say,
+            // oversize) must fail alone, and that is rare enough not to matter.
+            let batch = match drafts.len() {
+                1 => None,
+                _ => Some(self.minter.mint_batch(&drafts)),
+            };
+            match batch {
+                Some(Ok(scones)) => {
                     self.signatures.fetch_add(1, Ordering::Relaxed);
                     for (sender, scone) in senders.into_iter().zip(scones) {
                         let _ = sender.send(Ok(scone));
                     }
                 }
-                // One bad draft (say, oversize) must fail alone: sign each on its own,
-                // which is rare enough not to matter.
-                Err(_) => {
+                None | Some(Err(_)) => {
                     self.signatures
                         .fetch_add(drafts.len() as u64, Ordering::Relaxed);
                     for (sender, draft) in senders.into_iter().zip(drafts) {
