@@ -369,7 +369,9 @@ struct Latency {
 }
 
 /// Sequential round trips, one caller per server, taking turns call by call so that every
-/// server sees the same moments of the machine (this matters on a noisy VM).
+/// server sees the same moments of the machine (this matters on a noisy VM). The turn
+/// order rotates every call, so no server always follows the same one (a server whose
+/// runtime is still winding down from its call would otherwise always slow the next).
 async fn sequential(servers: &[(&str, &ServerProcess)]) -> Vec<Latency> {
     let mut callers = Vec::new();
     for (mode, server) in servers {
@@ -377,7 +379,10 @@ async fn sequential(servers: &[(&str, &ServerProcess)]) -> Vec<Latency> {
     }
     let mut samples = vec![Vec::with_capacity(SEQUENTIAL_CALLS); callers.len()];
     for i in 0..(300 + SEQUENTIAL_CALLS) {
-        for ((caller, samples), (mode, _)) in callers.iter().zip(&mut samples).zip(servers) {
+        for turn in 0..callers.len() {
+            let index = (i + turn) % callers.len();
+            let (caller, samples, (mode, _)) =
+                (&callers[index], &mut samples[index], &servers[index]);
             let start = Instant::now();
             let calls = caller.call(i as u8).await;
             let elapsed = start.elapsed();
