@@ -31,7 +31,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 pub use scone::ClientId;
-use scone::{BundleLimits, DecodeError, RejectReason, Scone, SconeBundle, ServiceId};
+use scone::{BundleError, BundleLimits, DecodeError, RejectReason, Scone, SconeBundle, ServiceId};
 
 /// The envelope version this build writes and reads.
 pub const ENVELOPE_VERSION: u8 = 1;
@@ -91,19 +91,33 @@ impl WireScones {
         self.0.is_empty()
     }
 
+    /// Checks the count and total size against `limits`, before anything is decoded.
+    pub fn check_limits(&self, limits: BundleLimits) -> Result<(), BundleError> {
+        if self.0.len() > limits.max_scones {
+            return Err(BundleError::TooManyScones {
+                limit: limits.max_scones,
+            });
+        }
+        let size = self.0.iter().map(Bytes::len).sum();
+        if size > limits.max_bytes {
+            return Err(BundleError::TooLarge {
+                size,
+                limit: limits.max_bytes,
+            });
+        }
+        Ok(())
+    }
+
     /// Decodes every SCONE (at most `max_scone_bytes` each) into a bundle within `limits`.
     pub fn decode(
         self,
         limits: BundleLimits,
         max_scone_bytes: usize,
     ) -> Result<SconeBundle, WireSconesError> {
+        self.check_limits(limits)?;
         let mut bundle = SconeBundle::with_limits(limits);
         for bytes in self.0 {
-            let scone = Scone::decode_with_limit(bytes, max_scone_bytes)?;
-            if bundle.get(scone.service()).is_some() {
-                return Err(scone::BundleError::DuplicateService(scone.service().clone()).into());
-            }
-            bundle.insert(scone)?;
+            bundle.insert_new(Scone::decode_with_limit(bytes, max_scone_bytes)?)?;
         }
         Ok(bundle)
     }

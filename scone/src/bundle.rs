@@ -84,6 +84,15 @@ impl SconeBundle {
         }
     }
 
+    /// Adds `scone`, which must be the first for its service: a message that carries two
+    /// SCONEs for one service is malformed (which one would count?).
+    pub fn insert_new(&mut self, scone: Scone) -> Result<(), BundleError> {
+        if self.position(scone.service()).is_some() {
+            return Err(BundleError::DuplicateService(scone.service().clone()));
+        }
+        self.insert(scone).map(|_| ())
+    }
+
     /// The SCONE for `service`.
     pub fn get(&self, service: &ServiceId) -> Option<&Scone> {
         self.position(service).map(|i| &self.scones[i])
@@ -153,11 +162,7 @@ impl<'de> Deserialize<'de> for SconeBundle {
                 let mut bundle = SconeBundle::new();
                 // Element by element, so a hostile length prefix cannot make us allocate.
                 while let Some(scone) = seq.next_element::<Scone>()? {
-                    if bundle.get(scone.service()).is_some() {
-                        let duplicate = BundleError::DuplicateService(scone.service().clone());
-                        return Err(serde::de::Error::custom(duplicate));
-                    }
-                    bundle.insert(scone).map_err(serde::de::Error::custom)?;
+                    bundle.insert_new(scone).map_err(serde::de::Error::custom)?;
                 }
                 Ok(bundle)
             }

@@ -187,15 +187,7 @@ impl Shared {
         let limits = self.config.bundle_limits;
         let bad_bundle =
             |error: BundleError| self.refuse(RefusalKind::BadRequest, error.to_string());
-        if scones.len() > limits.max_scones {
-            let limit = limits.max_scones;
-            return Err(bad_bundle(BundleError::TooManyScones { limit }));
-        }
-        let size = scones.0.iter().map(|bytes| bytes.len()).sum();
-        if size > limits.max_bytes {
-            let limit = limits.max_bytes;
-            return Err(bad_bundle(BundleError::TooLarge { size, limit }));
-        }
+        scones.check_limits(limits).map_err(bad_bundle)?;
         let mut ours = SconeBundle::with_limits(limits);
         let mut carried = SconeBundle::with_limits(limits);
         for bytes in scones.0 {
@@ -213,12 +205,7 @@ impl Shared {
             } else {
                 &mut carried
             };
-            if bundle.get(scone.service()).is_some() {
-                return Err(bad_bundle(BundleError::DuplicateService(
-                    scone.service().clone(),
-                )));
-            }
-            bundle.insert(scone).map_err(bad_bundle)?;
+            bundle.insert_new(scone).map_err(bad_bundle)?;
         }
         Ok((ours, carried))
     }
