@@ -6,8 +6,9 @@
 //! and joins the group. Then one ed25519 signature over the Merkle root of their digests
 //! covers them all. While each turn of the scheduler brings new members the leader keeps
 //! gathering (a few turns at most), so a busy server signs once per group of many
-//! requests, while a lone, sequential caller pays one trip through the scheduler and no
-//! timer.
+//! requests. A lone, sequential caller never waits for a timer: on a thread of
+//! [`server::run`](crate::server::run), which counts the requests each thread holds, it
+//! signs at once; elsewhere it pays one trip through the scheduler.
 //!
 //! Each thread gathers its own groups. A group shared between threads would make one
 //! thread's requests wait on the other's leader (idle cores on a busy server) and send
@@ -50,9 +51,10 @@ impl Drop for InFlight {
     }
 }
 
-/// Whether every request in flight on this thread is among the `waiting` ones.
-fn everyone_is_waiting(waiting: usize) -> bool {
-    REQUESTS_ON_THREAD.with(|count| count.get().is_some_and(|in_flight| in_flight <= waiting))
+/// Whether the request asking is the only one in flight on this thread, so that no one
+/// else could join its group.
+fn alone_on_thread() -> bool {
+    REQUESTS_ON_THREAD.with(|count| count.get().is_some_and(|in_flight| in_flight <= 1))
 }
 
 /// A draft waiting for its signature, and where to send the result.
@@ -158,19 +160,17 @@ impl GroupSigner {
             };
             // Keep yielding while each turn of the scheduler brings new members: a busy
             // server grows its group (a turn also reads the sockets, which may start more
-            // requests). A lone request, the only one its thread holds (a sequential
-            // caller), signs at once.
-            let mut members = 1;
-            for _ in 0..MAX_GATHER_YIELDS {
-                if members == 1 && everyone_is_waiting(members) {
-                    break;
+            // requests). A request alone on its thread (a sequential caller) signs at once.
+            if !alone_on_thread() {
+                let mut members = 1;
+                for _ in 0..MAX_GATHER_YIELDS {
+                    tokio::task::yield_now().await;
+                    let now = lock(queue).pending.len();
+                    if now == members || now >= self.max_group {
+                        break;
+                    }
+                    members = now;
                 }
-                tokio::task::yield_now().await;
-                let now = lock(queue).pending.len();
-                if now == members || now >= self.max_group {
-                    break;
-                }
-                members = now;
             }
         }
         done_rx.await.map_err(|_| SignerGone)
@@ -249,6 +249,26 @@ mod tests {
         assert_eq!(
             next.unwrap().unwrap().endpoint(),
             EndpointId::from_bytes([2; 16])
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_alone_on_its_thread_signs_without_yielding() {
+        let signer = GroupSigner::new(Minter::new(SigningKey::from_seed(&[1; 32])), 64);
+        // Not counted (not spawned by `server::run`): the leader yields to gather.
+        assert!(signer.mint(draft(1)).now_or_never().is_none());
+        // Counted, and the only one: nobody could join, so it signs in its first poll.
+        let alone = InFlight::enter();
+        let minted = signer.mint(draft(2)).now_or_never();
+        assert!(matches!(minted, Some(Ok(Ok(_)))), "signed at once");
+        // Another request in flight on this thread: the leader waits a turn for it.
+        let other = InFlight::enter();
+        assert!(signer.mint(draft(3)).now_or_never().is_none());
+        drop((alone, other));
+        assert_eq!(
+            signer.stats().signatures,
+            3,
+            "every dropped leader still signed"
         );
     }
 
