@@ -130,9 +130,9 @@ impl Shared {
 
 /// Lowers the calling thread to the idle scheduling class, where it runs only on cores
 /// nothing else wants. The refill thread must never delay a request: while cores are free
-/// (a lightly loaded server) it fills the pool for nothing, and when they are all busy it
-/// yields to the requests, which then compute nonces as they sign (the same work, done
-/// where it is needed).
+/// (a lightly loaded server) it fills the pool at no cost to requests, and when they are
+/// all busy it yields to the requests, which then compute nonces as they sign (the same
+/// work, done where it is needed).
 #[cfg(target_os = "linux")]
 fn run_only_when_idle() {
     let param = libc::sched_param { sched_priority: 0 };
