@@ -500,7 +500,11 @@ fn main() {
         let mut tput: HashMap<&str, Vec<f64>> = HashMap::new();
         let mut server_cpu: HashMap<&str, Vec<f64>> = HashMap::new();
         let mut client_cpu: HashMap<&str, Vec<f64>> = HashMap::new();
-        let rounds = if only.is_empty() { ROUNDS } else { 1 };
+        // VS_BASELINE_ROUNDS overrides the number of throughput rounds.
+        let rounds = std::env::var("VS_BASELINE_ROUNDS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(if only.is_empty() { ROUNDS } else { 1 });
         let pairs: Vec<(&str, &ServerProcess)> = modes.iter().copied().zip(&servers).collect();
         for latency in sequential(&pairs).await.into_iter().zip(&modes) {
             let (latency, mode) = latency;

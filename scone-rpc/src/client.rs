@@ -21,8 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use scone::context;
 use scone::{
-    BundleLimits, CacheLimits, PutOutcome, Scone, SconeBundle, SconeCache, ServiceId,
-    DEFAULT_MAX_SCONE_BYTES,
+    BundleLimits, CacheLimits, PutOutcome, Scone, SconeCache, ServiceId, DEFAULT_MAX_SCONE_BYTES,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -258,8 +257,8 @@ impl<Req, Resp, S> SconeClient<Req, Resp, S> {
         &self.service
     }
 
-    /// The SCONEs to attach: the callee's and its back-ends'.
-    fn attachments(&self) -> Result<SconeBundle, ClientError> {
+    /// The SCONEs to attach: the callee's and its back-ends', in their wire form.
+    fn attachments(&self) -> Result<WireScones, ClientError> {
         let lookup = |service: &ServiceId| -> Result<Option<Scone>, ClientError> {
             match &self.holding {
                 Holding::Store(store) => Ok(store.get_via(&self.service, service)),
@@ -267,18 +266,21 @@ impl<Req, Resp, S> SconeClient<Req, Resp, S> {
                 Holding::Entrusted => Ok(context::carried(service)?),
             }
         };
-        let mut bundle = SconeBundle::new();
+        let mut scones = WireScones::new();
         if matches!(self.holding, Holding::Thin) {
-            return Ok(bundle);
+            return Ok(scones);
         }
-        for service in
-            std::iter::once(self.service.clone()).chain(self.companions.of(&self.service))
-        {
-            if let Some(scone) = lookup(&service)? {
-                bundle.insert(scone)?;
+        // Distinct services: companions are only ever other services than the callee.
+        if let Some(own) = lookup(&self.service)? {
+            scones.push(own.into_encoded());
+        }
+        for companion in self.companions.of(&self.service) {
+            if let Some(scone) = lookup(&companion)? {
+                scones.push(scone.into_encoded());
             }
         }
-        Ok(bundle)
+        scones.check_limits(BundleLimits::default())?;
+        Ok(scones)
     }
 
     /// Keeps the SCONEs that came back.
@@ -366,7 +368,7 @@ where
             version: ENVELOPE_VERSION,
             client: self.client_id,
             service: self.service.clone(),
-            scones: WireScones::from_bundle(self.attachments().map_err(send_error)?),
+            scones: self.attachments().map_err(send_error)?,
             token: None,
             body,
         })

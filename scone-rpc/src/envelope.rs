@@ -23,12 +23,15 @@
 //! relay or cluster peer that does not know the service's types reads the header and
 //! skips the body by its length. `token` is reserved for the cluster's routing token.
 //! A reader refuses a version it does not know; fields are only ever added behind a new
-//! version.
+//! version. A message with more than [`MAX_WIRE_SCONES`] SCONEs does not decode (fewer but
+//! over the receiver's bundle limits earn a typed refusal instead).
 
 use std::fmt;
 
 use bytes::Bytes;
+use serde::de::{SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 pub use scone::ClientId;
 use scone::{BundleError, BundleLimits, DecodeError, RejectReason, Scone, SconeBundle, ServiceId};
@@ -36,13 +39,66 @@ use scone::{BundleError, BundleLimits, DecodeError, RejectReason, Scone, SconeBu
 /// The envelope version this build writes and reads.
 pub const ENVELOPE_VERSION: u8 = 1;
 
+/// Most SCONEs one envelope may carry on the wire, whatever the bundle limits: a frame
+/// with more does not decode (a bound on what a hostile frame makes the reader allocate).
+pub const MAX_WIRE_SCONES: usize = 256;
+
 /// SCONEs as they travel: each its own wire encoding, decoded only by whoever needs them,
 /// so one malformed SCONE gets a typed refusal instead of failing the whole message.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct WireScones(pub Vec<Bytes>);
+///
+/// A message usually carries one SCONE, held inline: no allocation for the list.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WireScones(SmallVec<[Bytes; 1]>);
 
-/// Why a [`WireScones`] did not decode into a bundle.
+impl Serialize for WireScones {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for WireScones {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SequenceVisitor;
+
+        impl<'de> Visitor<'de> for SequenceVisitor {
+            type Value = WireScones;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a sequence of encoded scones")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<WireScones, A::Error> {
+                // Element by element, never trusting the length prefix to reserve.
+                let mut scones = SmallVec::new();
+                while let Some(encoded) = seq.next_element::<Bytes>()? {
+                    if scones.len() == MAX_WIRE_SCONES {
+                        return Err(serde::de::Error::custom(format_args!(
+                            "more than {MAX_WIRE_SCONES} scones in one message"
+                        )));
+                    }
+                    scones.push(encoded);
+                }
+                Ok(WireScones(scones))
+            }
+        }
+
+        deserializer.deserialize_seq(SequenceVisitor)
+    }
+}
+
+impl From<Vec<Bytes>> for WireScones {
+    fn from(encoded: Vec<Bytes>) -> Self {
+        Self(SmallVec::from_vec(encoded))
+    }
+}
+
+impl FromIterator<Bytes> for WireScones {
+    fn from_iter<I: IntoIterator<Item = Bytes>>(encoded: I) -> Self {
+        Self(encoded.into_iter().collect())
+    }
+}
+
+/// Why a [`WireScones`] did not decode.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WireSconesError {
@@ -71,14 +127,34 @@ impl WireSconesError {
 }
 
 impl WireScones {
+    /// None.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
     /// The wire form of a bundle (no copying: SCONEs share their bytes).
     pub fn encode(bundle: &SconeBundle) -> Self {
-        Self(bundle.iter().map(|scone| scone.encoded().clone()).collect())
+        bundle.iter().map(|scone| scone.encoded().clone()).collect()
     }
 
     /// The wire form of a bundle, taken apart.
     pub fn from_bundle(bundle: SconeBundle) -> Self {
-        Self(bundle.into_iter().map(Scone::into_encoded).collect())
+        bundle.into_iter().map(Scone::into_encoded).collect()
+    }
+
+    /// Adds one SCONE's encoding.
+    pub fn push(&mut self, encoded: Bytes) {
+        self.0.push(encoded);
+    }
+
+    /// The encodings, in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &Bytes> {
+        self.0.iter()
+    }
+
+    /// The encodings, taken out.
+    pub fn into_encoded(self) -> impl ExactSizeIterator<Item = Bytes> {
+        self.0.into_iter()
     }
 
     /// How many SCONEs it holds.
@@ -108,18 +184,25 @@ impl WireScones {
         Ok(())
     }
 
-    /// Decodes every SCONE (at most `max_scone_bytes` each) into a bundle within `limits`.
+    /// Decodes every SCONE (at most `max_scone_bytes` each), checking the set against
+    /// `limits` and refusing two SCONEs for one service. All or nothing: one bad SCONE
+    /// fails the whole set.
     pub fn decode(
         self,
         limits: BundleLimits,
         max_scone_bytes: usize,
-    ) -> Result<SconeBundle, WireSconesError> {
+    ) -> Result<impl ExactSizeIterator<Item = Scone>, WireSconesError> {
         self.check_limits(limits)?;
-        let mut bundle = SconeBundle::with_limits(limits);
+        // Usually one or two: on the stack.
+        let mut scones = SmallVec::<[Scone; 2]>::new();
         for bytes in self.0 {
-            bundle.insert_new(Scone::decode_with_limit(bytes, max_scone_bytes)?)?;
+            let scone = Scone::decode_with_limit(bytes, max_scone_bytes)?;
+            if scones.iter().any(|seen| seen.service() == scone.service()) {
+                return Err(BundleError::DuplicateService(scone.service().clone()).into());
+            }
+            scones.push(scone);
         }
-        Ok(bundle)
+        Ok(scones.into_iter())
     }
 }
 
@@ -209,5 +292,63 @@ impl fmt::Display for RefusalKind {
             RefusalKind::BadRequest => f.write_str("bad request body"),
             RefusalKind::MintFailed => f.write_str("could not mint new state"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use scone::{Draft, EndpointId, Minter, SigningKey};
+
+    use super::*;
+
+    fn encoded(service: &str, session: u8) -> Bytes {
+        let draft = Draft::new(
+            ServiceId::new(service).unwrap(),
+            EndpointId::from_bytes([session; 16]),
+        );
+        Minter::new(SigningKey::from_seed(&[1; 32]))
+            .mint(draft)
+            .unwrap()
+            .into_encoded()
+    }
+
+    #[test]
+    fn wire_scones_round_trip_through_postcard() {
+        let scones: WireScones = [encoded("cart", 1), encoded("ledger", 1)]
+            .into_iter()
+            .collect();
+        let bytes = postcard::to_stdvec(&scones).unwrap();
+        let back: WireScones = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back, scones);
+        let services: Vec<String> = back
+            .decode(BundleLimits::default(), scone::DEFAULT_MAX_SCONE_BYTES)
+            .unwrap()
+            .map(|scone| scone.service().to_string())
+            .collect();
+        assert_eq!(services, ["cart", "ledger"]);
+    }
+
+    #[test]
+    fn two_scones_for_one_service_fail_the_whole_set() {
+        let scones = WireScones::from(vec![encoded("cart", 1), encoded("cart", 2)]);
+        let refused = scones.decode(BundleLimits::default(), scone::DEFAULT_MAX_SCONE_BYTES);
+        assert!(matches!(
+            refused.map(|_| ()),
+            Err(WireSconesError::Bundle(BundleError::DuplicateService(_)))
+        ));
+    }
+
+    #[test]
+    fn a_message_with_too_many_scones_does_not_decode() {
+        // Empty byte strings: a hostile frame packs the most entries into the fewest bytes.
+        let many = WireScones::from(vec![Bytes::new(); MAX_WIRE_SCONES + 1]);
+        let bytes = postcard::to_stdvec(&many).unwrap();
+        assert!(postcard::from_bytes::<WireScones>(&bytes).is_err());
+        let most = WireScones::from(vec![Bytes::new(); MAX_WIRE_SCONES]);
+        let bytes = postcard::to_stdvec(&most).unwrap();
+        assert_eq!(
+            postcard::from_bytes::<WireScones>(&bytes).unwrap().len(),
+            MAX_WIRE_SCONES
+        );
     }
 }

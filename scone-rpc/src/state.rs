@@ -13,6 +13,7 @@ use scone::context::{self, Written};
 use scone::{ContextError, InvalidId, ServiceId};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 pub use scone_rpc_derive::SconeState;
 
@@ -127,8 +128,51 @@ struct Snapshot {
 pub enum Saved {
     /// No field changed: nothing will be minted.
     Unchanged,
-    /// These fields (by name) changed; a new SCONE will be minted.
-    Changed(Vec<&'static str>),
+    /// These fields changed; a new SCONE will be minted.
+    Changed(ChangedFields),
+}
+
+/// The fields a save found changed, in field order.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ChangedFields {
+    /// The state type's field names.
+    names: &'static [&'static str],
+    /// Positions of the changed ones: a handler changes few fields, so inline.
+    indices: SmallVec<[usize; 4]>,
+}
+
+impl ChangedFields {
+    /// The changed fields' names.
+    pub fn names(&self) -> impl ExactSizeIterator<Item = &'static str> + '_ {
+        let names = self.names;
+        self.indices.iter().map(move |&index| names[index])
+    }
+
+    /// The changed fields' positions in the struct.
+    pub fn indices(&self) -> &[usize] {
+        &self.indices
+    }
+
+    /// Whether the field called `name` changed.
+    pub fn contains(&self, name: &str) -> bool {
+        self.names().any(|changed| changed == name)
+    }
+
+    /// How many fields changed.
+    pub fn len(&self) -> usize {
+        self.indices.len()
+    }
+
+    /// Whether none did.
+    pub fn is_empty(&self) -> bool {
+        self.indices.is_empty()
+    }
+}
+
+impl std::fmt::Debug for ChangedFields {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.names()).finish()
+    }
 }
 
 /// A state value with per-field change tracking; the derive wraps it in a named handle.
@@ -136,8 +180,8 @@ pub enum Saved {
 pub struct Tracker<T> {
     /// The state as the handler sees it.
     value: T,
-    /// One per field borrowed mutably, in the order first borrowed: few, so a vector.
-    snapshots: Vec<Snapshot>,
+    /// One per field borrowed mutably, in the order first borrowed: few, so inline.
+    snapshots: SmallVec<[Snapshot; 4]>,
     /// The snapshots' encodings, end to end: one buffer however many fields are borrowed.
     arena: Vec<u8>,
     /// Whether the value came from a SCONE (false: a new session).
@@ -152,7 +196,7 @@ impl<T: SconeState> Tracker<T> {
     pub fn new(value: T, loaded: bool) -> Self {
         Self {
             value,
-            snapshots: Vec::new(),
+            snapshots: SmallVec::new(),
             arena: Vec::new(),
             loaded,
             size_hint: 0,
@@ -227,12 +271,13 @@ impl<T: SconeState> Tracker<T> {
 
     /// The fields that differ from their snapshots, by index, in field order.
     pub fn changed_fields(&self) -> Result<Vec<usize>, StateError> {
-        self.changed_fields_with(&mut Vec::new())
+        self.changed_with(&mut Vec::new())
+            .map(|changed| changed.indices.into_vec())
     }
 
-    /// [`changed_fields`](Self::changed_fields), encoding into `scratch` (left empty).
-    fn changed_fields_with(&self, scratch: &mut Vec<u8>) -> Result<Vec<usize>, StateError> {
-        let mut changed = Vec::new();
+    /// The changed fields, encoding into `scratch` (left empty).
+    fn changed_with(&self, scratch: &mut Vec<u8>) -> Result<ChangedFields, StateError> {
+        let mut indices = SmallVec::new();
         for snapshot in &self.snapshots {
             let differs = match &snapshot.before {
                 None => true,
@@ -245,12 +290,15 @@ impl<T: SconeState> Tracker<T> {
                 }
             };
             if differs {
-                changed.push(snapshot.index);
+                indices.push(snapshot.index);
             }
         }
         scratch.clear();
-        changed.sort_unstable();
-        Ok(changed)
+        indices.sort_unstable();
+        Ok(ChangedFields {
+            names: T::FIELDS,
+            indices,
+        })
     }
 
     /// The changed fields with their new values.
@@ -271,7 +319,7 @@ impl<T: SconeState> Tracker<T> {
     pub fn save(self) -> Result<Saved, StateError> {
         // One buffer serves the field comparisons and then holds the new state.
         let mut buffer = Vec::with_capacity(self.size_hint + self.size_hint / 8);
-        let changed = self.changed_fields_with(&mut buffer)?;
+        let changed = self.changed_with(&mut buffer)?;
         if changed.is_empty() {
             return Ok(Saved::Unchanged);
         }
@@ -279,9 +327,7 @@ impl<T: SconeState> Tracker<T> {
         let state = postcard::to_extend(&self.value, buffer).map_err(StateError::Encode)?;
         match context::write_state(&service, state)? {
             Written::Unchanged => Ok(Saved::Unchanged),
-            Written::Changed => Ok(Saved::Changed(
-                changed.into_iter().map(|index| T::FIELDS[index]).collect(),
-            )),
+            Written::Changed => Ok(Saved::Changed(changed)),
         }
     }
 

@@ -91,7 +91,15 @@ fn only_the_changed_fields_form_the_delta() {
         *cart.visits_mut() += 1;
         let _ = cart.items_mut().get("apple").copied(); // borrowed, unchanged
         let delta = cart.delta().unwrap();
-        assert_eq!(cart.save().unwrap(), Saved::Changed(vec!["visits"]));
+        match cart.save().unwrap() {
+            Saved::Changed(fields) => {
+                assert_eq!(fields.names().collect::<Vec<_>>(), ["visits"]);
+                assert_eq!(fields.indices(), [2]);
+                assert!(fields.contains("visits") && !fields.contains("items"));
+                assert_eq!(format!("{fields:?}"), r#"["visits"]"#);
+            }
+            Saved::Unchanged => panic!("visits changed"),
+        }
         delta
     });
     assert_eq!(delta.fields.len(), 1);

@@ -26,6 +26,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use smallvec::SmallVec;
 use tokio::task::futures::TaskLocalFuture;
 
 use crate::bundle::SconeBundle;
@@ -65,8 +66,9 @@ pub struct SconeContext {
     /// SCONEs for other services that came with the request, not verified here: a
     /// back-end's, entrusted to the caller, attached again when this service calls it.
     carried: SconeBundle,
-    /// States that differ from the incoming ones, one per service, to be re-minted.
-    writes: Vec<StateWrite>,
+    /// States that differ from the incoming ones, one per service, to be re-minted: a
+    /// handler usually writes one, so inline.
+    writes: SmallVec<[StateWrite; 1]>,
     /// SCONEs to attach to the reply as they are: a back-end's, entrusted to the caller.
     forwarded: SconeBundle,
 }
@@ -108,8 +110,14 @@ impl SconeContext {
 
     /// Splits the context after the handler: the verified incoming SCONEs (the previous
     /// versions of what to mint), the changed states, and the SCONEs to pass through.
-    pub fn into_parts(self) -> (SconeBundle, Vec<StateWrite>, SconeBundle) {
-        (self.incoming, self.writes, self.forwarded)
+    pub fn into_parts(
+        self,
+    ) -> (
+        SconeBundle,
+        impl ExactSizeIterator<Item = StateWrite>,
+        SconeBundle,
+    ) {
+        (self.incoming, self.writes.into_iter(), self.forwarded)
     }
 
     /// Records `state` and `status` for `service` if they differ from what came in.

@@ -1,5 +1,6 @@
 //! Minting: turning a [`Draft`] into a signed [`Scone`], alone or as a batch under one signature.
 
+use std::borrow::Borrow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use crate::ids::{EndpointId, ObjectId, ServiceId};
 use crate::keys::{PublicKey, SigningKey};
 use crate::presign::NoncePool;
 use crate::scone::{expiry, Scone, Status, WireClaims, DEFAULT_MAX_SCONE_BYTES, FORMAT_VERSION};
-use crate::seal::{self, Digest, MerkleTree, WireSeal, MAX_BATCH_DEPTH};
+use crate::seal::{self, Digest, MerklePath, MerkleTree, WireSeal, MAX_BATCH_DEPTH};
 use crate::KeyId;
 
 /// The fields of a SCONE to be minted; the minter adds the times, key ID and seal.
@@ -206,12 +207,13 @@ impl Minter {
         &self.key
     }
 
-    /// Mints one SCONE with a signature of its own.
-    pub fn mint(&self, draft: Draft) -> Result<Scone, MintError> {
+    /// Mints one SCONE with a signature of its own (from a draft, or a borrowed one).
+    pub fn mint(&self, draft: impl Borrow<Draft>) -> Result<Scone, MintError> {
+        let draft = draft.borrow();
         let now_ms = self.clock.now_ms();
-        let encoded = self.encode_claims(&draft, now_ms)?;
+        let encoded = self.encode_claims(draft, now_ms, 0, 0)?;
         let signature = self.sign(&encoded.leaf(0));
-        self.seal(&draft, encoded, now_ms, 0, Vec::new(), signature)
+        self.seal(draft, encoded, now_ms, 0, &MerklePath::EMPTY, signature)
     }
 
     /// Mints several SCONEs under one signature over the Merkle root of their digests.
@@ -230,24 +232,22 @@ impl Minter {
             return Ok(Vec::new());
         }
         let now_ms = self.clock.now_ms();
-        let encoded = drafts
-            .iter()
-            .map(|draft| self.encode_claims(draft, now_ms))
-            .collect::<Result<Vec<_>, _>>()?;
-        // Lossless: the batch size was checked against 2^16 above.
+        let depth = seal::batch_depth(drafts.len());
+        // Filled by pushing: collecting `Result`s cannot size a vector up front.
+        let mut encoded = Vec::with_capacity(drafts.len());
+        for (index, draft) in drafts.iter().enumerate() {
+            // Lossless: the batch size was checked against 2^16 above.
+            encoded.push(self.encode_claims(draft, now_ms, index as u32, depth)?);
+        }
         let leaves = encoded.iter().enumerate().map(|(i, e)| e.leaf(i as u32));
-        let tree = MerkleTree::new(leaves.collect());
+        let tree = MerkleTree::new(leaves);
         let signature = self.sign(&tree.root());
-        drafts
-            .iter()
-            .zip(encoded)
-            .enumerate()
-            .map(|(index, (draft, encoded))| {
-                // Lossless: the batch size was checked against 2^16 above.
-                let index32 = index as u32;
-                self.seal(draft, encoded, now_ms, index32, tree.path(index), signature)
-            })
-            .collect()
+        let mut scones = Vec::with_capacity(drafts.len());
+        for (index, (draft, encoded)) in drafts.iter().zip(encoded).enumerate() {
+            let path = tree.path(index);
+            scones.push(self.seal(draft, encoded, now_ms, index as u32, &path, signature)?);
+        }
+        Ok(scones)
     }
 
     fn claims<'a>(&self, draft: &'a Draft, now_ms: u64) -> WireClaims<'a> {
@@ -266,7 +266,16 @@ impl Minter {
         }
     }
 
-    fn encode_claims(&self, draft: &Draft, now_ms: u64) -> Result<Encoded, MintError> {
+    /// Encodes the claims of the SCONE that will sit at `index` in a batch of depth
+    /// `depth`, into a buffer of exactly the SCONE's final size: its bytes are then
+    /// allocated once, and become a `Bytes` without another allocation.
+    fn encode_claims(
+        &self,
+        draft: &Draft,
+        now_ms: u64,
+        index: u32,
+        depth: usize,
+    ) -> Result<Encoded, MintError> {
         // Refuse a hopeless state before encoding it; the exact check follows the seal.
         if draft.state.len() > self.config.max_scone_bytes {
             return Err(MintError::TooLarge {
@@ -274,12 +283,18 @@ impl Minter {
                 limit: self.config.max_scone_bytes,
             });
         }
-        // Claims header (under 80 bytes beyond the service name) + state + seal (about
-        // 110 bytes, plus 32 per Merkle level; 6 levels covers groups of 64): one
-        // allocation, no regrowth.
-        let capacity = draft.state.len() + draft.service.as_str().len() + 80 + 110 + 32 * 6;
-        let buf = postcard::to_extend(&self.claims(draft, now_ms), Vec::with_capacity(capacity))?;
-        let claims_len = buf.len();
+        let claims = self.claims(draft, now_ms);
+        let claims_len =
+            postcard::serialize_with_flavor(&claims, postcard::ser_flavors::Size::default())?;
+        let size = claims_len + seal::seal_len(self.config.issuer_tag, index, depth);
+        if size > self.config.max_scone_bytes {
+            return Err(MintError::TooLarge {
+                size,
+                limit: self.config.max_scone_bytes,
+            });
+        }
+        let buf = postcard::to_extend(&claims, Vec::with_capacity(size))?;
+        debug_assert_eq!(buf.len(), claims_len);
         let claims_digest = seal::claims_digest(&buf);
         let tag = self
             .config
@@ -299,16 +314,21 @@ impl Minter {
         encoded: Encoded,
         now_ms: u64,
         index: u32,
-        siblings: Vec<u8>,
+        path: &MerklePath,
         signature: [u8; 64],
     ) -> Result<Scone, MintError> {
         let seal = WireSeal {
             tag: encoded.tag.as_ref().map(|tag| &tag[..]),
             index,
-            siblings: &siblings,
+            siblings: path.as_bytes(),
             signature: &signature,
         };
         let buf = postcard::to_extend(&seal, encoded.buf)?;
+        debug_assert_eq!(
+            buf.len(),
+            buf.capacity(),
+            "the SCONE's size was reserved exactly"
+        );
         if buf.len() > self.config.max_scone_bytes {
             return Err(MintError::TooLarge {
                 size: buf.len(),

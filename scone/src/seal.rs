@@ -227,50 +227,109 @@ pub(crate) fn root_from_path(leaf: Digest, index: u32, siblings: &[u8]) -> Diges
         })
 }
 
+/// The depth of the tree over `leaves` leaves: `ceil(log2(leaves))`, 0 for one leaf.
+pub(crate) fn batch_depth(leaves: usize) -> usize {
+    (usize::BITS - leaves.saturating_sub(1).leading_zeros()) as usize
+}
+
+/// The encoded length of the seal of a SCONE at `index` in a batch of depth `depth`: what
+/// the minter reserves, so that a SCONE's bytes are allocated once and exactly.
+pub(crate) fn seal_len(tagged: bool, index: u32, depth: usize) -> usize {
+    let (tag, siblings, signature) = ([0u8; 32], [0u8; 32 * MAX_BATCH_DEPTH], [0u8; 64]);
+    WireSeal {
+        tag: tagged.then_some(&tag[..]),
+        index,
+        siblings: &siblings[..32 * depth.min(MAX_BATCH_DEPTH)],
+        signature: &signature,
+    }
+    .canonical_len()
+}
+
+/// A Merkle path: the sibling digests from a leaf up to the root, 32 bytes per level, on
+/// the stack (a batch is at most [`MAX_BATCH_DEPTH`] deep).
+pub(crate) struct MerklePath {
+    bytes: [u8; 32 * MAX_BATCH_DEPTH],
+    len: usize,
+}
+
+impl MerklePath {
+    /// The path of a SCONE minted alone.
+    pub const EMPTY: MerklePath = MerklePath {
+        bytes: [0; 32 * MAX_BATCH_DEPTH],
+        len: 0,
+    };
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
 /// A Merkle tree over a batch's leaves: the root to sign, and each leaf's path to it.
 ///
 /// A level with an odd count pairs its last node with a fixed empty node, so every path
 /// has the same depth, `ceil(log2(n))`, a leaf's index bits alone say left or right at each
 /// level, and each leaf proves membership at its own index only.
 pub(crate) struct MerkleTree {
-    /// Level 0 is the leaves; the last level holds the root alone.
-    levels: Vec<Vec<Digest>>,
+    /// Every level end to end, leaves first and the root last: one allocation.
+    nodes: Vec<Digest>,
+    /// Where each level starts in `nodes`; the last holds the root alone.
+    level_starts: [usize; MAX_BATCH_DEPTH + 1],
+    /// How many levels below the root.
+    depth: usize,
 }
 
 impl MerkleTree {
-    /// Builds the tree; `leaves` must not be empty.
-    pub fn new(leaves: Vec<Digest>) -> Self {
-        debug_assert!(!leaves.is_empty());
-        let mut levels = vec![leaves];
-        while let Some(level) = levels.last().filter(|level| level.len() > 1) {
-            let next = level
-                .chunks(2)
-                .map(|pair| node_digest(&pair[0], pair.get(1).unwrap_or(&EMPTY_NODE)))
-                .collect();
-            levels.push(next);
+    /// Builds the tree; `leaves` must yield between 1 and 2^16 digests.
+    pub fn new(leaves: impl ExactSizeIterator<Item = Digest>) -> Self {
+        let count = leaves.len();
+        debug_assert!((1..=1 << MAX_BATCH_DEPTH).contains(&count));
+        let depth = batch_depth(count).min(MAX_BATCH_DEPTH);
+        // Each level is at most half the one below, rounded up: under 2n + depth in all.
+        let mut nodes = Vec::with_capacity(2 * count + depth);
+        nodes.extend(leaves);
+        let mut level_starts = [0; MAX_BATCH_DEPTH + 1];
+        for level in 1..=depth {
+            let (start, end) = (level_starts[level - 1], nodes.len());
+            level_starts[level] = end;
+            for left in (start..end).step_by(2) {
+                let right = if left + 1 < end {
+                    nodes[left + 1]
+                } else {
+                    *EMPTY_NODE
+                };
+                let parent = node_digest(&nodes[left], &right);
+                nodes.push(parent);
+            }
         }
-        Self { levels }
+        Self {
+            nodes,
+            level_starts,
+            depth,
+        }
     }
 
     /// The digest to sign.
     pub fn root(&self) -> Digest {
-        self.levels
-            .last()
-            .and_then(|top| top.first())
-            .copied()
-            .unwrap_or_default()
+        self.nodes.last().copied().unwrap_or_default()
     }
 
-    /// The siblings from leaf `index` to the root, 32 bytes per level.
-    pub fn path(&self, index: usize) -> Vec<u8> {
+    /// The siblings from leaf `index` to the root.
+    pub fn path(&self, index: usize) -> MerklePath {
+        let mut path = MerklePath::EMPTY;
         let mut position = index;
-        let mut siblings = Vec::with_capacity(32 * self.levels.len().saturating_sub(1));
-        for level in &self.levels[..self.levels.len() - 1] {
-            let sibling = position ^ 1;
-            siblings.extend_from_slice(level.get(sibling).unwrap_or(&EMPTY_NODE));
+        for level in 0..self.depth {
+            let (start, end) = (self.level_starts[level], self.level_starts[level + 1]);
+            let sibling = start + (position ^ 1);
+            let digest = if sibling < end {
+                &self.nodes[sibling]
+            } else {
+                &*EMPTY_NODE
+            };
+            path.bytes[32 * level..32 * (level + 1)].copy_from_slice(digest);
             position /= 2;
         }
-        siblings
+        path.len = 32 * self.depth;
+        path
     }
 }
 
@@ -288,15 +347,14 @@ mod tests {
     fn every_path_leads_to_the_root() {
         for n in [1, 2, 3, 4, 5, 7, 8, 9, 33] {
             let leaves = leaves(n);
-            let tree = MerkleTree::new(leaves.clone());
+            let tree = MerkleTree::new(leaves.iter().copied());
             for (i, leaf) in leaves.iter().enumerate() {
                 let path = tree.path(i);
+                let depth = n.next_power_of_two().trailing_zeros() as usize;
+                assert_eq!(batch_depth(n), depth);
+                assert_eq!(path.as_bytes().len(), 32 * depth);
                 assert_eq!(
-                    path.len(),
-                    32 * n.next_power_of_two().trailing_zeros() as usize
-                );
-                assert_eq!(
-                    root_from_path(*leaf, i as u32, &path),
+                    root_from_path(*leaf, i as u32, path.as_bytes()),
                     tree.root(),
                     "n={n} i={i}"
                 );
@@ -308,12 +366,12 @@ mod tests {
     fn a_leaf_proves_at_its_own_index_only() {
         for n in [3, 4, 5, 7] {
             let leaves = leaves(n);
-            let tree = MerkleTree::new(leaves.clone());
+            let tree = MerkleTree::new(leaves.iter().copied());
             let depth = n.next_power_of_two().trailing_zeros();
             for (i, leaf) in leaves.iter().enumerate() {
                 for other in (0..1u32 << depth).filter(|&j| j as usize != i) {
                     assert_ne!(
-                        root_from_path(*leaf, other, &tree.path(i)),
+                        root_from_path(*leaf, other, tree.path(i).as_bytes()),
                         tree.root(),
                         "n={n} leaf {i} at {other}"
                     );
@@ -349,6 +407,23 @@ mod tests {
             };
             assert_eq!(
                 wire.canonical_len(),
+                postcard::to_stdvec(&wire).unwrap().len()
+            );
+        }
+    }
+
+    #[test]
+    fn seal_len_is_the_encoded_length() {
+        let (tag, siblings, signature) = ([7u8; 32], [8u8; 32 * 7], [9u8; 64]);
+        for (tagged, index, depth) in [(false, 0, 0), (true, 0, 0), (true, 5, 3), (true, 100, 7)] {
+            let wire = WireSeal {
+                tag: tagged.then_some(&tag[..]),
+                index,
+                siblings: &siblings[..32 * depth],
+                signature: &signature,
+            };
+            assert_eq!(
+                seal_len(tagged, index, depth),
                 postcard::to_stdvec(&wire).unwrap().len()
             );
         }

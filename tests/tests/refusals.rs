@@ -46,7 +46,7 @@ fn view_request(scones: Vec<Bytes>) -> RequestEnvelope {
         version: ENVELOPE_VERSION,
         client: ClientId::from_bytes([7; 16]),
         service: cart_id(),
-        scones: WireScones(scones),
+        scones: WireScones::from(scones),
         token: None,
         body: postcard::to_stdvec(&CartRequest::View {}).unwrap(),
     }

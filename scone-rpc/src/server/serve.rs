@@ -190,7 +190,7 @@ impl Shared {
         scones.check_limits(limits).map_err(bad_bundle)?;
         let mut ours = SconeBundle::with_limits(limits);
         let mut carried = SconeBundle::with_limits(limits);
-        for bytes in scones.0 {
+        for bytes in scones.into_encoded() {
             let scone =
                 Scone::decode_with_limit(bytes, self.config.max_scone_bytes).map_err(|error| {
                     let error = WireSconesError::from(error);
@@ -292,7 +292,9 @@ where
         let response = response?;
         let (incoming, writes, forwarded) = scope.into_parts();
 
-        let mut scones = forwarded;
+        // Built straight in its wire form: a reply usually carries the one SCONE minted.
+        let mut scones = WireScones::new();
+        let mut minted_ours = false;
         for write in writes {
             if write.service != shared.service {
                 // A state type whose service name differs from the server's: minting it
@@ -315,15 +317,23 @@ where
                 }
                 Err(gone) => return Ok(shared.refuse(RefusalKind::MintFailed, gone.to_string())),
             };
-            if let Err(error) = scones.insert(minted) {
-                return Ok(shared.refuse(RefusalKind::MintFailed, error.to_string()));
+            scones.push(minted.into_encoded());
+            minted_ours = true;
+        }
+        // Back-ends' SCONEs pass through; a fresh one of ours supersedes any forwarded.
+        for scone in forwarded {
+            if !(minted_ours && scone.service() == &shared.service) {
+                scones.push(scone.into_encoded());
             }
+        }
+        if let Err(error) = scones.check_limits(shared.config.bundle_limits) {
+            return Ok(shared.refuse(RefusalKind::MintFailed, error.to_string()));
         }
         let body = postcard::to_stdvec(&response)
             .map_err(|e| ServerError::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
         Ok(ResponseEnvelope {
             version: ENVELOPE_VERSION,
-            scones: WireScones::from_bundle(scones),
+            scones,
             token: None,
             outcome: Outcome::Reply(body),
         })

@@ -57,14 +57,16 @@ fn alone_on_thread() -> bool {
     REQUESTS_ON_THREAD.with(|count| count.get().is_some_and(|in_flight| in_flight <= 1))
 }
 
-/// A draft waiting for its signature, and where to send the result.
-type Pending = (Draft, oneshot::Sender<Result<Scone, MintError>>);
+/// Where to send a draft's result.
+type Reply = oneshot::Sender<Result<Scone, MintError>>;
 
 /// One thread's drafts waiting for their round.
 #[derive(Default)]
 struct Queue {
     /// Drafts that arrived while a round was gathering.
-    pending: Vec<Pending>,
+    drafts: Vec<Draft>,
+    /// Where each draft's SCONE goes, in the same order.
+    replies: Vec<Reply>,
     /// Whether a leader is gathering; exactly one per queue at a time.
     gathering: bool,
 }
@@ -146,7 +148,8 @@ impl GroupSigner {
         let queue = self.queues.get_or_default();
         let lead = {
             let mut queue = lock(queue);
-            queue.pending.push((draft, done_tx));
+            queue.drafts.push(draft);
+            queue.replies.push(done_tx);
             !std::mem::replace(&mut queue.gathering, true)
         };
         if lead {
@@ -165,7 +168,7 @@ impl GroupSigner {
                 let mut members = 1;
                 for _ in 0..MAX_GATHER_YIELDS {
                     tokio::task::yield_now().await;
-                    let now = lock(queue).pending.len();
+                    let now = lock(queue).drafts.len();
                     if now == members || now >= self.max_group {
                         break;
                     }
@@ -179,39 +182,50 @@ impl GroupSigner {
     /// Signs everything waiting in `queue`, in groups of at most `max_group`, and gives up
     /// the lead.
     fn sign_round(&self, queue: &Mutex<Queue>) {
-        let waiting: Vec<Pending> = {
+        let (mut drafts, mut replies) = {
             let mut queue = lock(queue);
             queue.gathering = false;
-            std::mem::take(&mut queue.pending)
+            (
+                std::mem::take(&mut queue.drafts),
+                std::mem::take(&mut queue.replies),
+            )
         };
-        let mut waiting = waiting.into_iter().peekable();
-        while waiting.peek().is_some() {
-            let group: Vec<Pending> = waiting.by_ref().take(self.max_group).collect();
-            let (drafts, senders): (Vec<Draft>, Vec<_>) = group.into_iter().unzip();
-            self.scones
-                .fetch_add(drafts.len() as u64, Ordering::Relaxed);
+        let mut replies_left = replies.drain(..);
+        for group in drafts.chunks(self.max_group) {
+            let replies = replies_left.by_ref().take(group.len());
+            self.scones.fetch_add(group.len() as u64, Ordering::Relaxed);
             // A group of one (a lone caller) is signed alone: its leaf is the root, no tree
             // is needed. So is each draft of a group whose batch failed: one bad draft (say,
             // oversize) must fail alone, and that is rare enough not to matter.
-            let batch = match drafts.len() {
+            let batch = match group.len() {
                 1 => None,
-                _ => Some(self.minter.mint_batch(&drafts)),
+                _ => Some(self.minter.mint_batch(group)),
             };
             match batch {
                 Some(Ok(scones)) => {
                     self.signatures.fetch_add(1, Ordering::Relaxed);
-                    for (sender, scone) in senders.into_iter().zip(scones) {
-                        let _ = sender.send(Ok(scone));
+                    for (reply, scone) in replies.zip(scones) {
+                        let _ = reply.send(Ok(scone));
                     }
                 }
                 None | Some(Err(_)) => {
                     self.signatures
-                        .fetch_add(drafts.len() as u64, Ordering::Relaxed);
-                    for (sender, draft) in senders.into_iter().zip(drafts) {
-                        let _ = sender.send(self.minter.mint(draft));
+                        .fetch_add(group.len() as u64, Ordering::Relaxed);
+                    for (reply, draft) in replies.zip(group) {
+                        let _ = reply.send(self.minter.mint(draft));
                     }
                 }
             }
+        }
+        drop(replies_left);
+        // Give the emptied buffers back for the next round (no one can have refilled the
+        // queue meanwhile on this thread, since a round does not wait): a busy thread then
+        // gathers without growing its buffers again and again.
+        drafts.clear();
+        let mut queue = lock(queue);
+        if queue.drafts.capacity() == 0 && queue.replies.capacity() == 0 {
+            queue.drafts = drafts;
+            queue.replies = replies;
         }
     }
 }
