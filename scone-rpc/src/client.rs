@@ -363,7 +363,8 @@ where
 {
     /// The envelope for `request`, with the SCONEs to attach.
     fn envelope(&self, request: &Req) -> Result<RequestEnvelope, RpcError> {
-        let body = postcard::to_stdvec(request).map_err(|e| send_error(ClientError::Encode(e)))?;
+        let body =
+            codec::to_exact_bytes(request).map_err(|e| send_error(ClientError::Encode(e)))?;
         Ok(RequestEnvelope {
             version: ENVELOPE_VERSION,
             client: self.client_id,

@@ -33,6 +33,8 @@ use serde::de::{SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
+use crate::codec::shared_bytes::{self, Shared};
+
 pub use scone::ClientId;
 use scone::{BundleError, BundleLimits, DecodeError, RejectReason, Scone, SconeBundle, ServiceId};
 
@@ -70,7 +72,7 @@ impl<'de> Deserialize<'de> for WireScones {
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<WireScones, A::Error> {
                 // Element by element, never trusting the length prefix to reserve.
                 let mut scones = SmallVec::new();
-                while let Some(encoded) = seq.next_element::<Bytes>()? {
+                while let Some(Shared(encoded)) = seq.next_element::<Shared>()? {
                     if scones.len() == MAX_WIRE_SCONES {
                         return Err(serde::de::Error::custom(format_args!(
                             "more than {MAX_WIRE_SCONES} scones in one message"
@@ -221,8 +223,8 @@ pub struct RequestEnvelope {
     #[serde(with = "serde_bytes")]
     pub token: Option<Box<[u8]>>,
     /// The postcard-encoded tarpc request of the service.
-    #[serde(with = "serde_bytes")]
-    pub body: Vec<u8>,
+    #[serde(with = "shared_bytes")]
+    pub body: Bytes,
 }
 
 impl tarpc::RequestName for RequestEnvelope {
@@ -249,7 +251,7 @@ pub struct ResponseEnvelope {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     /// The handler ran; its postcard-encoded tarpc response.
-    Reply(#[serde(with = "serde_bytes")] Vec<u8>),
+    Reply(#[serde(with = "shared_bytes")] Bytes),
     /// The request was refused before (or instead of) reaching the handler. Boxed: it is
     /// rare, and a reply travels through several futures, each sized for its largest form.
     Refused(Box<Refusal>),

@@ -55,7 +55,8 @@
 //!
 //! # Layout
 //! - [`envelope`]: the request and reply envelopes and their wire format (version 1).
-//! - [`codec`]: postcard over length-delimited TCP frames, with size limits.
+//! - [`codec`]: postcard over length-delimited TCP frames, with size limits; messages are
+//!   decoded in place (a SCONE in a request is a slice of its frame, not a copy).
 //! - [`server`]: [`SconeLayer`] (the `Serve` wrapper) and [`server::run`] (the listener).
 //! - [`client`]: [`SconeClient`] (the `Stub` wrapper): caching, thin and entrusting modes.
 //! - [`state`]: [`SconeState`], the derive's trait, and change tracking.

@@ -116,6 +116,9 @@ impl<K: Hash + Eq> SconeCache<K> {
     }
 
     /// Stores `scone` under `key`, evicting least recently used entries to stay in bounds.
+    ///
+    /// Keeps a [compacted](Scone::compacted) copy, so that the byte bound holds for what
+    /// the cache really keeps alive, whatever buffer the SCONE was decoded from.
     pub fn put(&self, key: K, scone: Scone) -> PutOutcome {
         let size = scone.encoded_len();
         if size > self.limits.max_bytes {
@@ -124,6 +127,8 @@ impl<K: Hash + Eq> SconeCache<K> {
         if scone.is_expired_at(self.clock.now_ms()) {
             return PutOutcome::Expired;
         }
+        // Copied before taking the lock.
+        let scone = scone.compacted();
         let mut guard = self.lock();
         let inner = &mut *guard;
         // The common case, a newer version of a cached session: replace it in place (one

@@ -206,6 +206,16 @@ impl Scone {
         self.encoded
     }
 
+    /// The same SCONE in bytes of its own. One decoded from a slice of a larger buffer
+    /// (say, the received message it came in, decoded without copying) keeps that whole
+    /// buffer alive; whatever keeps SCONEs for long, like a cache, should compact them.
+    pub fn compacted(self) -> Self {
+        Self {
+            encoded: Bytes::copy_from_slice(&self.encoded),
+            ..self
+        }
+    }
+
     /// Size of the wire encoding in bytes.
     pub fn encoded_len(&self) -> usize {
         self.encoded.len()

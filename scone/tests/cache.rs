@@ -215,3 +215,25 @@ proptest! {
         prop_assert_eq!(cache.bytes(), held);
     }
 }
+
+#[test]
+fn it_keeps_its_own_copy_not_the_buffer_a_scone_came_in() {
+    let (clock, minter) = setup();
+    let scone = mint(&minter, 1, 1, 10);
+    // A SCONE decoded without copying, from a slice of the larger message it came in.
+    let at = 100..100 + scone.encoded_len();
+    let mut message = vec![0u8; 4096];
+    message[at.clone()].copy_from_slice(scone.encoded());
+    let message = bytes::Bytes::from(message);
+    let sliced = Scone::decode(message.slice(at)).unwrap();
+    assert!(message.as_ptr_range().contains(&sliced.encoded().as_ptr()));
+
+    let cache = SconeCache::new(limits(4, 1 << 20)).with_clock(clock);
+    cache.put(service(1), sliced);
+    let kept = cache.get(&service(1)).unwrap();
+    assert_eq!(kept, scone);
+    assert!(
+        !message.as_ptr_range().contains(&kept.encoded().as_ptr()),
+        "the cache holds a compact copy, so the 4 KiB message can be freed"
+    );
+}

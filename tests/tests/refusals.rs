@@ -48,7 +48,7 @@ fn view_request(scones: Vec<Bytes>) -> RequestEnvelope {
         service: cart_id(),
         scones: WireScones::from(scones),
         token: None,
-        body: postcard::to_stdvec(&CartRequest::View {}).unwrap(),
+        body: postcard::to_stdvec(&CartRequest::View {}).unwrap().into(),
     }
 }
 
@@ -171,7 +171,7 @@ async fn every_kind_of_bad_scone_gets_its_typed_refusal() {
         RefusalKind::UnsupportedEnvelope
     );
     let mut garbled_body = view_request(vec![]);
-    garbled_body.body = vec![0xff; 7];
+    garbled_body.body = vec![0xff; 7].into();
     assert_eq!(
         refusal_kind(&send(&f.raw, garbled_body).await),
         RefusalKind::BadRequest
@@ -209,13 +209,13 @@ async fn oversize_and_garbled_frames_close_that_connection_only() {
     .await
     .unwrap();
     let mut request = view_request(vec![]);
-    request.body = vec![0; 2 << 20];
+    request.body = vec![0; 2 << 20].into();
     let result = bounded(big.call(context::current(), request)).await;
     assert!(result.is_err(), "the oversize frame was refused");
 
     // Our own client refuses to send a frame over its limit.
     let mut request = view_request(vec![]);
-    request.body = vec![0; 2 << 20];
+    request.body = vec![0; 2 << 20].into();
     assert!(bounded(f.raw.call(context::current(), request))
         .await
         .is_err());

@@ -329,7 +329,7 @@ where
         if let Err(error) = scones.check_limits(shared.config.bundle_limits) {
             return Ok(shared.refuse(RefusalKind::MintFailed, error.to_string()));
         }
-        let body = postcard::to_stdvec(&response)
+        let body = crate::codec::to_exact_bytes(&response)
             .map_err(|e| ServerError::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
         Ok(ResponseEnvelope {
             version: ENVELOPE_VERSION,
