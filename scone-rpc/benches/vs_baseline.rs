@@ -4,12 +4,19 @@
 //! `cargo bench -p scone-rpc --bench vs_baseline`
 //!
 //! Each server runs in its own process (this binary, re-executed in server mode), so its
-//! memory can be read from `/proc`; the client runs here. Both use the same postcard codec
-//! over loopback TCP, and every call changes a 256-byte state, so the SCONE server mints
-//! and signs on every call (its worst case). Sequential calls take turns across the
-//! servers call by call, throughput windows alternate round by round, and the medians are
-//! reported, so that a noisy machine hits every server alike. It prints a table and ends
-//! with one line: `ratio throughput=X p50=Y` (SCONE with group signing over the baseline).
+//! memory can be read from `/proc`; the client runs here. Both speak postcard in
+//! length-delimited frames over loopback TCP: the baseline through tarpc's own
+//! `serde_transport`, the SCONE servers through scone-rpc's transport (which decodes frames
+//! in place and encodes straight into the write buffer) on its thread-per-core workers;
+//! `scone-read` shows what that plumbing alone is worth. Every call changes a 256-byte
+//! state, so the SCONE server mints and signs on every call (its worst case).
+//!
+//! Sequential calls take turns across the servers call by call. Throughput is measured in
+//! rounds, each running every server once for the same window, in an order that rotates
+//! from round to round; a server's throughput ratio is the median over rounds of its ratio
+//! to the baseline *in the same round*, so that a noisy machine hits every server alike.
+//! It prints a table of medians and ends with one line: `ratio throughput=X p50=Y` (SCONE
+//! with group signing over the baseline).
 //!
 //! Servers: `baseline` (plain tarpc, state in a locked `HashMap`), `scone` (the default
 //! layer: presigned nonces, group signing), `scone-single` (one signature per SCONE),
@@ -475,7 +482,11 @@ async fn rss_after_sessions(mode: &str, server: &ServerProcess, sessions: usize)
 
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
+    let middle = values.len() / 2;
+    match values.len() % 2 {
+        1 => values[middle],
+        _ => (values[middle - 1] + values[middle]) / 2.0,
+    }
 }
 
 fn main() {
@@ -513,7 +524,8 @@ fn main() {
             p99.entry(mode).or_default().push(latency.p99_us);
         }
         for round in 0..rounds {
-            for (mode, server) in &pairs {
+            for turn in 0..pairs.len() {
+                let (mode, server) = &pairs[(round + turn) % pairs.len()];
                 let rate = throughput(mode, server).await;
                 eprintln!(
                     "round {round} {mode:<12} {:>7.0} calls/s  cpu per call: server {:>5.1} us, client {:>5.1} us",
@@ -554,7 +566,16 @@ fn main() {
         if !(modes.contains(&"baseline") && modes.contains(&"scone")) {
             return;
         }
-        let ratio = |m: &HashMap<&str, Vec<f64>>, mode| median(m[mode].clone()) / median(m["baseline"].clone());
+        // Paired: the median over rounds of each round's ratio (p50 has one round).
+        let ratio = |m: &HashMap<&str, Vec<f64>>, mode| {
+            median(m[mode].iter().zip(&m["baseline"]).map(|(x, base)| x / base).collect())
+        };
+        let per_round: Vec<String> = tput["scone"]
+            .iter()
+            .zip(&tput["baseline"])
+            .map(|(x, base)| format!("{:.3}", x / base))
+            .collect();
+        println!("scone throughput ratio by round: {}", per_round.join(" "));
         for (mode, what) in [
             ("scone-single", "one signature per SCONE"),
             ("scone-read", "carried and verified, never re-minted"),
