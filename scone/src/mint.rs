@@ -299,7 +299,7 @@ impl Minter {
         let tag = self
             .config
             .issuer_tag
-            .then(|| seal::tag(self.key.tag_key(), &claims_digest));
+            .then(|| seal::tag(self.key.tag_key(), &claims_digest, index));
         Ok(Encoded {
             claims_digest,
             buf,

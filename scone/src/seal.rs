@@ -2,9 +2,10 @@
 //! digests, and an optional issuer-only keyed blake3 tag.
 //!
 //! The claim bytes are hashed once, into the *claims digest*; everything else works on
-//! that 32-byte digest. The issuer tag is a keyed hash of it under the issuer's secret tag
-//! key; the *leaf digest* covers the tag, the claims digest and the leaf's position in its
-//! batch. A SCONE minted alone has an
+//! that 32-byte digest, one blake3 block per step. The issuer tag is a keyed hash of the
+//! claims digest and the leaf's position in its batch, under the issuer's secret tag key;
+//! the *leaf digest* covers the tag and the claims digest (without a tag: the claims
+//! digest and the position). A SCONE minted alone has an
 //! empty Merkle path, so its root is its own leaf digest. A batch minted at one moment
 //! shares one signature over the root of a tree of their leaves; each SCONE carries the
 //! sibling digests from its leaf to that root. Verifying costs the same either way (one
@@ -25,7 +26,9 @@ use crate::error::DecodeError;
 static CLAIMS_KEY: LazyLock<[u8; 32]> =
     LazyLock::new(|| blake3::derive_key("scone 2026-11-21 claims digest v1", b""));
 static LEAF_KEY: LazyLock<[u8; 32]> =
-    LazyLock::new(|| blake3::derive_key("scone 2026-11-21 leaf v1", b""));
+    LazyLock::new(|| blake3::derive_key("scone 2026-11-22 leaf v2", b""));
+static TAGGED_LEAF_KEY: LazyLock<[u8; 32]> =
+    LazyLock::new(|| blake3::derive_key("scone 2026-11-22 tagged leaf v2", b""));
 static NODE_KEY: LazyLock<[u8; 32]> =
     LazyLock::new(|| blake3::derive_key("scone 2026-11-21 node v1", b""));
 /// Stands in for the missing right child of a level with an odd count. A fixed value,
@@ -46,8 +49,9 @@ pub(crate) type Digest = [u8; 32];
 /// fields travel as byte strings so that encoding and decoding them is a copy.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct WireSeal<'a> {
-    /// Keyed blake3 of the claims digest under the issuer's tag key (32 bytes). Only the
-    /// issuer can check it; the leaf digest covers it, so changing it breaks the public
+    /// Keyed blake3 of the claims digest and the index under the issuer's tag key (32
+    /// bytes). Only the issuer can check it; the leaf digest covers it, so changing it
+    /// breaks the public
     /// signature too.
     #[serde(with = "serde_bytes", borrow)]
     pub tag: Option<&'a [u8]>,
@@ -175,24 +179,31 @@ pub(crate) fn claims_digest(claims: &[u8]) -> Digest {
     *blake3::keyed_hash(&CLAIMS_KEY, claims).as_bytes()
 }
 
-/// The leaf digest: covers the tag (fixed length, after a presence byte), the claims
-/// digest, and the leaf's position in its batch. Binding the position means a leaf proves
-/// membership at its own index only, even when a batch holds identical claims (whose
-/// leaves would otherwise be interchangeable, leaving the index bits malleable).
+/// The leaf digest: one blake3 block either way.
+///
+/// A tagged leaf covers the tag and the claims digest; an untagged one, the claims digest
+/// and the leaf's position in its batch. Either way the position is bound (the tag binds
+/// it), so a leaf proves membership at its own index only, even when a batch holds
+/// identical claims (whose leaves would otherwise be interchangeable, leaving the index
+/// bits malleable). Tagged and untagged leaves are hashed under different keys.
 pub(crate) fn leaf_digest(claims_digest: &Digest, tag: Option<&Digest>, index: u32) -> Digest {
-    let mut input = [0u8; 69];
-    let mut len = match tag {
-        None => 1,
+    match tag {
         Some(tag) => {
-            input[0] = 1;
-            input[1..33].copy_from_slice(tag);
-            33
+            let mut input = [0u8; 64];
+            input[..32].copy_from_slice(tag);
+            input[32..].copy_from_slice(claims_digest);
+            *blake3::keyed_hash(&TAGGED_LEAF_KEY, &input).as_bytes()
         }
-    };
-    input[len..len + 32].copy_from_slice(claims_digest);
-    len += 32;
-    input[len..len + 4].copy_from_slice(&index.to_le_bytes());
-    *blake3::keyed_hash(&LEAF_KEY, &input[..len + 4]).as_bytes()
+        None => *blake3::keyed_hash(&LEAF_KEY, &with_index(claims_digest, index)).as_bytes(),
+    }
+}
+
+/// `digest` followed by `index`, little-endian.
+fn with_index(digest: &Digest, index: u32) -> [u8; 36] {
+    let mut input = [0u8; 36];
+    input[..32].copy_from_slice(digest);
+    input[32..].copy_from_slice(&index.to_le_bytes());
+    input
 }
 
 fn node_digest(left: &Digest, right: &Digest) -> Digest {
@@ -202,14 +213,20 @@ fn node_digest(left: &Digest, right: &Digest) -> Digest {
     *blake3::keyed_hash(&NODE_KEY, &input).as_bytes()
 }
 
-/// The issuer-only tag over the claims digest.
-pub(crate) fn tag(tag_key: &[u8; 32], claims_digest: &Digest) -> Digest {
-    *blake3::keyed_hash(tag_key, claims_digest).as_bytes()
+/// The issuer-only tag over the claims digest and the leaf's position in its batch.
+pub(crate) fn tag(tag_key: &[u8; 32], claims_digest: &Digest, index: u32) -> Digest {
+    *blake3::keyed_hash(tag_key, &with_index(claims_digest, index)).as_bytes()
 }
 
-/// Whether `tag` is the issuer's tag for `claims_digest`, compared in constant time.
-pub(crate) fn tag_matches(tag_key: &[u8; 32], claims_digest: &Digest, tag: &Digest) -> bool {
-    blake3::keyed_hash(tag_key, claims_digest) == blake3::Hash::from_bytes(*tag)
+/// Whether `tag` is the issuer's tag for `claims_digest` at `index`, compared in constant
+/// time.
+pub(crate) fn tag_matches(
+    tag_key: &[u8; 32],
+    claims_digest: &Digest,
+    index: u32,
+    tag: &Digest,
+) -> bool {
+    blake3::keyed_hash(tag_key, &with_index(claims_digest, index)) == blake3::Hash::from_bytes(*tag)
 }
 
 /// Folds a leaf up its path (`siblings`, 32 bytes per level) to the root.
@@ -452,17 +469,18 @@ mod tests {
     }
 
     #[test]
-    fn tag_covers_claims() {
+    fn tag_covers_claims_and_position() {
         let key = [3u8; 32];
         let digest = claims_digest(b"claims");
-        let t = tag(&key, &digest);
-        assert!(tag_matches(&key, &digest, &t));
-        assert!(!tag_matches(&key, &claims_digest(b"claimz"), &t));
-        assert!(!tag_matches(&[4u8; 32], &digest, &t));
+        let t = tag(&key, &digest, 5);
+        assert!(tag_matches(&key, &digest, 5, &t));
+        assert!(!tag_matches(&key, &digest, 4, &t));
+        assert!(!tag_matches(&key, &claims_digest(b"claimz"), 5, &t));
+        assert!(!tag_matches(&[4u8; 32], &digest, 5, &t));
     }
 
     #[test]
-    fn leaf_digests_separate_tagged_from_untagged() {
+    fn leaf_digests_separate_tagged_from_untagged_and_bind_the_position() {
         let digest = claims_digest(b"claims");
         assert_ne!(
             leaf_digest(&digest, None, 0),
@@ -470,5 +488,12 @@ mod tests {
         );
         assert_ne!(leaf_digest(&digest, None, 0), digest);
         assert_ne!(leaf_digest(&digest, None, 0), leaf_digest(&digest, None, 1));
+        // Tagged leaves bind the position through the tag.
+        let key = [3u8; 32];
+        let (at_0, at_1) = (tag(&key, &digest, 0), tag(&key, &digest, 1));
+        assert_ne!(
+            leaf_digest(&digest, Some(&at_0), 0),
+            leaf_digest(&digest, Some(&at_1), 1)
+        );
     }
 }

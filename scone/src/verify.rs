@@ -221,7 +221,7 @@ impl Verifier {
             (Some((key_id, tag_key)), Some(tag))
                 if *key_id == scone.key_id() && self.keys.get(*key_id).is_some() =>
             {
-                seal::tag_matches(tag_key, claims_digest, tag)
+                seal::tag_matches(tag_key, claims_digest, scone.seal().index, tag)
             }
             _ => false,
         }
