@@ -263,10 +263,12 @@ pub mod shared_bytes {
 
     /// `bytes` as a slice of the frame being decoded, or a copy if it is not inside it.
     fn share(bytes: &[u8]) -> Bytes {
+        let within = |frame: &Bytes| {
+            let (outer, inner) = (frame.as_ptr_range(), bytes.as_ptr_range());
+            !bytes.is_empty() && outer.start <= inner.start && inner.end <= outer.end
+        };
         FRAME.with(|frame| match &*frame.borrow() {
-            Some(frame) if frame.as_ptr_range().contains(&bytes.as_ptr()) && !bytes.is_empty() => {
-                frame.slice_ref(bytes)
-            }
+            Some(frame) if within(frame) => frame.slice_ref(bytes),
             _ => Bytes::copy_from_slice(bytes),
         })
     }
