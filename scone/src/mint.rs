@@ -276,7 +276,7 @@ impl Minter {
         index: u32,
         depth: usize,
     ) -> Result<Encoded, MintError> {
-        // Refuse a hopeless state before encoding it; the exact check follows the seal.
+        // Refuse a hopeless state before measuring it; the exact check follows.
         if draft.state.len() > self.config.max_scone_bytes {
             return Err(MintError::TooLarge {
                 size: draft.state.len(),
@@ -324,17 +324,8 @@ impl Minter {
             signature: &signature,
         };
         let buf = postcard::to_extend(&seal, encoded.buf)?;
-        debug_assert_eq!(
-            buf.len(),
-            buf.capacity(),
-            "the SCONE's size was reserved exactly"
-        );
-        if buf.len() > self.config.max_scone_bytes {
-            return Err(MintError::TooLarge {
-                size: buf.len(),
-                limit: self.config.max_scone_bytes,
-            });
-        }
+        // The size (checked against the limit) was reserved exactly in `encode_claims`.
+        debug_assert_eq!(buf.len(), buf.capacity());
         let claims = self.claims(draft, now_ms);
         Scone::from_parts(
             Bytes::from(buf),
