@@ -371,6 +371,50 @@ mod tests {
         assert!(!inside(&copied.body));
     }
 
+    fn frame_codec(max_frame_bytes: usize) -> FrameCodec {
+        FrameCodec {
+            frames: LengthDelimitedCodec::builder()
+                .max_frame_length(max_frame_bytes)
+                .new_codec(),
+            max_frame_bytes,
+        }
+    }
+
+    #[test]
+    fn frames_are_written_length_first_and_read_back() {
+        let mut codec = frame_codec(1024);
+        let mut wire = BytesMut::new();
+        codec.encode((7u32, "seven"), &mut wire).unwrap();
+        codec.encode((8u32, "eight"), &mut wire).unwrap();
+        let first = postcard::to_stdvec(&(7u32, "seven")).unwrap();
+        assert_eq!(wire[..4], (first.len() as u32).to_be_bytes());
+        let frame = codec.decode(&mut wire).unwrap().unwrap();
+        assert_eq!(
+            postcard::from_bytes::<(u32, &str)>(&frame).unwrap(),
+            (7, "seven")
+        );
+        let frame = codec.decode(&mut wire).unwrap().unwrap();
+        assert_eq!(
+            postcard::from_bytes::<(u32, &str)>(&frame).unwrap(),
+            (8, "eight")
+        );
+        assert!(codec.decode(&mut wire).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_message_over_the_limit_is_an_error_and_writes_nothing() {
+        let mut codec = frame_codec(16);
+        let mut wire = BytesMut::new();
+        codec.encode(1u8, &mut wire).unwrap();
+        let before = wire.clone();
+        let error = codec.encode(vec![0u8; 64], &mut wire).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(
+            wire, before,
+            "the frame before it is intact, nothing after it"
+        );
+    }
+
     #[test]
     fn a_garbled_frame_is_an_error_and_leaves_no_frame_behind() {
         assert!(shared_bytes::decode::<Message>(Bytes::from_static(&[0xff; 3])).is_err());
