@@ -93,7 +93,9 @@ impl<K: Hash + Eq> SconeCache<K> {
     pub fn new(limits: CacheLimits) -> Self {
         Self {
             inner: Arc::new(Mutex::new(Inner {
-                entries: LruCache::new(limits.max_entries),
+                // Grown as entries come, not sized for the bound up front (a client's store
+                // usually holds a SCONE or two); `put` enforces the bound itself.
+                entries: LruCache::unbounded(),
                 bytes: 0,
             })),
             limits,
@@ -191,7 +193,7 @@ impl<K: Hash + Eq> SconeCache<K> {
         let now_ms = self.clock.now_ms();
         let mut inner = self.lock();
         let before = inner.entries.len();
-        let mut kept = LruCache::new(self.limits.max_entries);
+        let mut kept = LruCache::unbounded();
         // Oldest first, so the survivors keep their recency order.
         while let Some((key, scone)) = inner.entries.pop_lru() {
             if !scone.is_expired_at(now_ms) {
