@@ -129,7 +129,7 @@ impl WireSconesError {
 }
 
 impl WireScones {
-    /// None.
+    /// An empty set.
     pub fn new() -> Self {
         Self::default()
     }
