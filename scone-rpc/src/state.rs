@@ -7,6 +7,7 @@
 //! written back, so an untouched or unchanged state is never re-signed. The changed
 //! fields alone form a [`Delta`], which the cluster replicates to replicas in step.
 
+use std::cell::Cell;
 use std::ops::Range;
 
 use scone::context::{self, Written};
@@ -175,6 +176,50 @@ impl std::fmt::Debug for ChangedFields {
     }
 }
 
+thread_local! {
+    /// The snapshot buffer of the last tracker to finish on this thread, kept for the next,
+    /// so that tracking a request's changes allocates nothing once the thread is warm.
+    static SPARE_ARENA: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// Largest snapshot buffer kept for reuse; a bigger one (a huge state) is freed.
+const MAX_SPARE_ARENA: usize = 64 * 1024;
+
+/// The snapshots' encodings, end to end: one buffer however many fields are borrowed,
+/// taken from the thread's spare at the first snapshot and handed back when dropped.
+#[derive(Debug, Default)]
+struct Arena(Vec<u8>);
+
+impl Arena {
+    /// The buffer: the thread's spare at first use, or a new one of `size_hint` bytes.
+    fn ready(&mut self, size_hint: usize) -> &mut Vec<u8> {
+        if self.0.capacity() == 0 {
+            self.0 = SPARE_ARENA.take();
+            self.0.reserve(size_hint);
+        }
+        &mut self.0
+    }
+}
+
+impl Drop for Arena {
+    fn drop(&mut self) {
+        let mut buffer = std::mem::take(&mut self.0);
+        if buffer.capacity() == 0 || buffer.capacity() > MAX_SPARE_ARENA {
+            return;
+        }
+        buffer.clear();
+        // `try_with`: a tracker dropped while its thread exits finds the slot gone.
+        let _ = SPARE_ARENA.try_with(|spare| {
+            let kept = spare.take();
+            spare.set(if kept.capacity() >= buffer.capacity() {
+                kept
+            } else {
+                buffer
+            });
+        });
+    }
+}
+
 /// A state value with per-field change tracking; the derive wraps it in a named handle.
 #[derive(Debug)]
 pub struct Tracker<T> {
@@ -182,8 +227,8 @@ pub struct Tracker<T> {
     value: T,
     /// One per field borrowed mutably, in the order first borrowed: few, so inline.
     snapshots: SmallVec<[Snapshot; 4]>,
-    /// The snapshots' encodings, end to end: one buffer however many fields are borrowed.
-    arena: Vec<u8>,
+    /// The snapshots' encodings, end to end.
+    arena: Arena,
     /// Whether the value came from a SCONE (false: a new session).
     loaded: bool,
     /// Encoded size of the state as it came in: what buffers reserve, so encoding into
@@ -197,7 +242,7 @@ impl<T: SconeState> Tracker<T> {
         Self {
             value,
             snapshots: SmallVec::new(),
-            arena: Vec::new(),
+            arena: Arena::default(),
             loaded,
             size_hint: 0,
         }
@@ -240,17 +285,12 @@ impl<T: SconeState> Tracker<T> {
         if index >= T::FIELDS.len() || self.snapshots.iter().any(|s| s.index == index) {
             return;
         }
-        if self.arena.capacity() == 0 {
-            self.arena.reserve(self.size_hint);
-        }
-        let start = self.arena.len();
-        let before = match self
-            .value
-            .encode_field(index, std::mem::take(&mut self.arena))
-        {
+        let arena = self.arena.ready(self.size_hint);
+        let start = arena.len();
+        let before = match self.value.encode_field(index, std::mem::take(arena)) {
             Ok(arena) => {
-                self.arena = arena;
-                Some(start..self.arena.len())
+                self.arena.0 = arena;
+                Some(start..self.arena.0.len())
             }
             // The encoder took the arena with it; the snapshots already in it are lost too,
             // so count them all as changed (which only ever costs a needless re-mint).
@@ -286,7 +326,7 @@ impl<T: SconeState> Tracker<T> {
                     *scratch = self
                         .value
                         .encode_field(snapshot.index, std::mem::take(scratch))?;
-                    scratch[..] != self.arena[before.clone()]
+                    scratch[..] != self.arena.0[before.clone()]
                 }
             };
             if differs {
