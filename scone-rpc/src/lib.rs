@@ -87,6 +87,7 @@ pub mod codec;
 pub mod envelope;
 pub mod error;
 pub mod server;
+mod spare;
 pub mod state;
 
 pub use crate::client::{SconeClient, SconeStore};

@@ -7,7 +7,6 @@
 //! written back, so an untouched or unchanged state is never re-signed. The changed
 //! fields alone form a [`Delta`], which the cluster replicates to replicas in step.
 
-use std::cell::Cell;
 use std::ops::Range;
 
 use scone::context::{self, Written};
@@ -15,6 +14,8 @@ use scone::{ContextError, InvalidId, ServiceId};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
+
+use crate::spare;
 
 pub use scone_rpc_derive::SconeState;
 
@@ -176,26 +177,16 @@ impl std::fmt::Debug for ChangedFields {
     }
 }
 
-thread_local! {
-    /// The snapshot buffer of the last tracker to finish on this thread, kept for the next,
-    /// so that tracking a request's changes allocates nothing once the thread is warm.
-    static SPARE_ARENA: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
-}
-
-/// Largest snapshot buffer kept for reuse; a bigger one (a huge state) is freed.
-const MAX_SPARE_ARENA: usize = 64 * 1024;
-
 /// The snapshots' encodings, end to end: one buffer however many fields are borrowed,
-/// taken from the thread's spare at the first snapshot and handed back when dropped.
+/// taken from the thread's spares at the first snapshot and given back when dropped.
 #[derive(Debug, Default)]
 struct Arena(Vec<u8>);
 
 impl Arena {
-    /// The buffer: the thread's spare at first use, or a new one of `size_hint` bytes.
+    /// The buffer: a spare at first use, with room for `size_hint` bytes.
     fn ready(&mut self, size_hint: usize) -> &mut Vec<u8> {
         if self.0.capacity() == 0 {
-            self.0 = SPARE_ARENA.take();
-            self.0.reserve(size_hint);
+            self.0 = spare::take(size_hint);
         }
         &mut self.0
     }
@@ -203,20 +194,7 @@ impl Arena {
 
 impl Drop for Arena {
     fn drop(&mut self) {
-        let mut buffer = std::mem::take(&mut self.0);
-        if buffer.capacity() == 0 || buffer.capacity() > MAX_SPARE_ARENA {
-            return;
-        }
-        buffer.clear();
-        // `try_with`: a tracker dropped while its thread exits finds the slot gone.
-        let _ = SPARE_ARENA.try_with(|spare| {
-            let kept = spare.take();
-            spare.set(if kept.capacity() >= buffer.capacity() {
-                kept
-            } else {
-                buffer
-            });
-        });
+        spare::give_back(std::mem::take(&mut self.0));
     }
 }
 
@@ -357,10 +335,12 @@ impl<T: SconeState> Tracker<T> {
 
     /// Writes the state back to the request context if a field changed.
     pub fn save(self) -> Result<Saved, StateError> {
-        // One buffer serves the field comparisons and then holds the new state.
-        let mut buffer = Vec::with_capacity(self.size_hint + self.size_hint / 8);
+        // One buffer serves the field comparisons and then holds the new state; the
+        // signer gives it back once the state is minted.
+        let mut buffer = spare::take(self.size_hint + self.size_hint / 8);
         let changed = self.changed_with(&mut buffer)?;
         if changed.is_empty() {
+            spare::give_back(buffer);
             return Ok(Saved::Unchanged);
         }
         let service = T::service_id()?;

@@ -23,6 +23,8 @@ use scone::{Draft, MintError, Minter, Scone};
 use thread_local::ThreadLocal;
 use tokio::sync::oneshot;
 
+use crate::spare;
+
 /// Most scheduler turns a leader waits for its group to grow: bounds the added latency.
 const MAX_GATHER_YIELDS: usize = 8;
 
@@ -218,10 +220,13 @@ impl GroupSigner {
             }
         }
         drop(replies_left);
-        // Give the emptied buffers back for the next round (no one can have refilled the
-        // queue meanwhile on this thread, since a round does not wait): a busy thread then
-        // gathers without growing its buffers again and again.
-        drafts.clear();
+        // The drafts' state buffers go back to this thread's spares for the next states
+        // saved. The emptied queue buffers go back for the next round (no one can have
+        // refilled the queue meanwhile on this thread, since a round does not wait): a busy
+        // thread then gathers without growing its buffers again and again.
+        for draft in drafts.drain(..) {
+            spare::give_back(draft.state);
+        }
         let mut queue = lock(queue);
         if queue.drafts.capacity() == 0 && queue.replies.capacity() == 0 {
             queue.drafts = drafts;
