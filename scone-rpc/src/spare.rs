@@ -8,20 +8,37 @@
 
 use std::cell::RefCell;
 
-/// Most buffers kept per thread: about one per request a thread has in flight.
-const MAX_SPARE_BUFFERS: usize = 64;
+/// Most bytes of spare buffers kept per thread: a few dozen requests' worth of small
+/// states, and never more than this however large the states are.
+const MAX_SPARE_BYTES: usize = 256 * 1024;
 
 /// Largest buffer kept; a bigger one (a huge state) is freed rather than held.
 const MAX_SPARE_CAPACITY: usize = 64 * 1024;
 
+/// One thread's spare buffers and their total capacity.
+struct Spares {
+    buffers: Vec<Vec<u8>>,
+    bytes: usize,
+}
+
 thread_local! {
-    static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    static SPARE: RefCell<Spares> = const {
+        RefCell::new(Spares {
+            buffers: Vec::new(),
+            bytes: 0,
+        })
+    };
 }
 
 /// An empty buffer with room for at least `capacity` bytes.
 pub(crate) fn take(capacity: usize) -> Vec<u8> {
     let mut buffer = SPARE
-        .try_with(|spare| spare.borrow_mut().pop())
+        .try_with(|spare| {
+            let mut spare = spare.borrow_mut();
+            let buffer = spare.buffers.pop()?;
+            spare.bytes -= buffer.capacity();
+            Some(buffer)
+        })
         .ok()
         .flatten()
         .unwrap_or_default();
@@ -31,15 +48,17 @@ pub(crate) fn take(capacity: usize) -> Vec<u8> {
 
 /// Keeps `buffer` for a later [`take`] on this thread, unless enough are kept already.
 pub(crate) fn give_back(mut buffer: Vec<u8>) {
-    if buffer.capacity() == 0 || buffer.capacity() > MAX_SPARE_CAPACITY {
+    let capacity = buffer.capacity();
+    if capacity == 0 || capacity > MAX_SPARE_CAPACITY {
         return;
     }
     buffer.clear();
     // `try_with`: a buffer dropped while its thread exits finds the slot gone.
     let _ = SPARE.try_with(|spare| {
         let mut spare = spare.borrow_mut();
-        if spare.len() < MAX_SPARE_BUFFERS {
-            spare.push(buffer);
+        if spare.bytes + capacity <= MAX_SPARE_BYTES {
+            spare.bytes += capacity;
+            spare.buffers.push(buffer);
         }
     });
 }
@@ -66,11 +85,21 @@ mod tests {
     }
 
     #[test]
-    fn at_most_a_bounded_number_are_kept() {
-        for _ in 0..MAX_SPARE_BUFFERS * 2 {
-            give_back(Vec::with_capacity(16));
+    fn at_most_a_bounded_number_of_bytes_are_kept() {
+        for _ in 0..2 * MAX_SPARE_BYTES / MAX_SPARE_CAPACITY {
+            give_back(Vec::with_capacity(MAX_SPARE_CAPACITY));
         }
-        let kept = SPARE.with(|spare| spare.borrow().len());
-        assert_eq!(kept, MAX_SPARE_BUFFERS);
+        let (kept, bytes) = SPARE.with(|spare| {
+            let spare = spare.borrow();
+            (spare.buffers.len(), spare.bytes)
+        });
+        assert_eq!(kept, MAX_SPARE_BYTES / MAX_SPARE_CAPACITY);
+        assert!(bytes <= MAX_SPARE_BYTES);
+        while take(0).capacity() > 0 {}
+        assert_eq!(
+            SPARE.with(|spare| spare.borrow().bytes),
+            0,
+            "taking counts down"
+        );
     }
 }
