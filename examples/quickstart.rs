@@ -22,7 +22,9 @@ fn main() -> anyhow::Result<()> {
     let key = SigningKey::generate()?;
     let cart = ServiceId::new("cart")?;
     let minter = Minter::new(key.clone());
-    let verifier = Verifier::new(KeyRing::from_iter([key.public_key()])).for_service(cart.clone());
+    // The key is trusted for cart's SCONEs only: it vouches for no other service.
+    let verifier = Verifier::new(KeyRing::for_service(cart.clone(), [key.public_key()])?)
+        .for_service(cart.clone());
     println!("public key {}  (key id {})", key.public_key(), key.key_id());
 
     step("2. First request: no state, so the handler starts a session and writes its state");
@@ -86,8 +88,12 @@ fn main() -> anyhow::Result<()> {
     );
 
     step("6. Tampering, forgery, other services and expiry are all refused");
+    // Change one byte of the state: the signature covers it.
     let mut tampered = second.encoded().to_vec();
-    let at = tampered.len() / 2;
+    let at = tampered
+        .windows(second.state().len())
+        .position(|window| window == second.state())
+        .context("the state is inside the encoding")?;
     tampered[at] ^= 0x20;
     let forged =
         Minter::new(SigningKey::generate()?).mint(second.successor(b"free stuff".to_vec()))?;

@@ -4,12 +4,17 @@
 //! *entrusting* client, so the ledger's SCONE comes from the client with the request and
 //! goes back to the client in the reply (seed 002: the back-end's SCONE is entrusted to
 //! the client through the front-end).
+//!
+//! The ledger keeps a balance, which a client holding its own SCONEs could roll back by
+//! sending an old one again; so the ledger runs with the replay guard, which remembers
+//! only the newest version it issued per session and refuses older ones.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use scone::{ServiceId, SigningKey};
-use scone_rpc::server::ServerConfig;
+use scone::{KeyRing, ServiceId, SigningKey};
+use scone_rpc::server::{LayerConfig, MemoryWatermarks, ServerConfig};
 use scone_rpc::state::SconeState;
 use scone_rpc::{SconeClient, SconeLayer, SconeStore};
 use serde::{Deserialize, Serialize};
@@ -84,11 +89,15 @@ impl Wallet for WalletServer {
         amount: i64,
     ) -> Result<WalletView, String> {
         let mut wallet = WalletState::load().map_err(|e| format!("{e:#}"))?;
-        let (balance, entries) = self
-            .ledger
-            .record(ctx, amount)
-            .await
-            .map_err(|e| format!("ledger unavailable: {e:#}"))??;
+        let (balance, entries) =
+            self.ledger
+                .record(ctx, amount)
+                .await
+                .map_err(|e| match scone_rpc::refusal(&e) {
+                    // Say why: a stale ledger SCONE means the client sent an old one again.
+                    Some(kind) => format!("the ledger refused the request: {kind}"),
+                    None => format!("ledger unavailable: {e:#}"),
+                })??;
         *wallet.operations_mut() += 1;
         let view = WalletView {
             balance,
@@ -110,7 +119,14 @@ pub async fn serve_ledger(
     key: SigningKey,
     shutdown: impl Future,
 ) -> std::io::Result<()> {
-    let serve = SconeLayer::new(service("ledger")?, key)?.wrap(LedgerServer.serve());
+    // The balance must not roll back: the ledger refuses any SCONE older than the newest
+    // it issued for the session (a client that kept an old one cannot spend twice).
+    let config = LayerConfig {
+        replay_guard: Some(Arc::new(MemoryWatermarks::default())),
+        ..LayerConfig::default()
+    };
+    let layer = SconeLayer::with_config(service("ledger")?, key, KeyRing::new(), config)?;
+    let serve = layer.wrap(LedgerServer.serve());
     scone_rpc::server::run(listener, serve, ServerConfig::default(), shutdown).await
 }
 

@@ -66,6 +66,16 @@ pub enum ClientError {
     /// The server answered with an envelope version this build does not read.
     #[error("unsupported reply envelope version {0}")]
     UnsupportedEnvelope(u8),
+    /// The reply carried a SCONE that does not verify under the keys the store trusts
+    /// (forged, tampered with, or signed by a key it was not given); it was not kept.
+    #[error("the reply carried a scone for {service} that does not verify")]
+    Untrusted {
+        /// The service the SCONE names.
+        service: scone::ServiceId,
+        /// Why it does not verify.
+        #[source]
+        source: scone::VerifyError,
+    },
     /// The operating system's random generator failed (making a client ID).
     #[error("no randomness available")]
     Random(#[source] getrandom::Error),

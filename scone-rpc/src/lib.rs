@@ -55,18 +55,25 @@
 //!
 //! # Layout
 //! - [`envelope`]: the request and reply envelopes and their wire format (version 1).
-//! - [`codec`]: postcard over length-delimited TCP frames, with size limits; messages are
-//!   decoded in place (a SCONE in a request is a slice of its frame, not a copy).
-//! - [`server`]: [`SconeLayer`] (the `Serve` wrapper) and [`server::run`] (the listener).
+//! - [`codec`]: postcard in length-delimited frames over any byte stream, with size
+//!   limits; messages are decoded in place (a SCONE in a request is a slice of its frame,
+//!   not a copy).
+//! - [`server`]: [`SconeLayer`] (the `Serve` wrapper) and [`server::run`] /
+//!   [`server::run_tls`] (the listener), with timeouts and byte budgets against idle and
+//!   slow peers.
 //! - [`client`]: [`SconeClient`] (the `Stub` wrapper): caching, thin and entrusting modes.
 //! - [`state`]: [`SconeState`], the derive's trait, and change tracking.
 //! - [`error`]: typed errors, and [`refusal`] to read a refusal out of a tarpc error.
+//! - [`tls`]: rustls re-exported, and how to set up TLS on both sides.
 //!
 //! # What each party can verify
 //! Every SCONE is signed with the service's ed25519 key (see the `scone` crate), so a
 //! client, relay or peer holding the public key can verify any SCONE on its own. The
 //! issuing servers, which hold the signing key, check their own SCONEs by a keyed blake3
 //! tag instead (one hash), and fall back to the signature for SCONEs signed by older keys.
+//! The tag is made after signing and covers the claims, the Merkle path and the
+//! signature, so the issuer and every public verifier agree on every SCONE: one whose
+//! signature was altered is refused by both.
 //! SCONEs minted at the same moment share one signature over a Merkle root (group
 //! commit), so a busy server signs once per group while a lone caller never waits; each
 //! SCONE still verifies alone. Each worker thread gathers its own groups, and
@@ -75,10 +82,31 @@
 //! idle priority (`scone::presign`); the signatures are standard Ed25519.
 //!
 //! # Replay
-//! A client holds its own state and may send an older SCONE of its session again while
-//! it is unexpired: the server cannot tell, since it keeps nothing. Keep the TTL short
-//! where that matters, and keep balances and other state that must not roll back on the
-//! server side or in a cluster placement, which rejects stale versions.
+//! A SCONE is a bearer token: whoever holds one may send it again while it is valid, and
+//! by default a server, which keeps nothing, cannot tell an old SCONE of a session from
+//! the newest. Where state must not roll back (a balance, a counter of uses), turn on the
+//! **replay guard** ([`server::replay`], `LayerConfig::replay_guard`): the server then
+//! keeps, per live session, the newest version it issued (a [`server::replay::Watermark`]:
+//! about 60 to 120 bytes per session with the hash table's overhead, against the whole
+//! state a stateful server keeps) and refuses an older one with
+//! `RefusalKind::Scone(RejectReason::Stale)`; two requests that race from one version
+//! cannot both write (no forked history). What each placement prevents:
+//!
+//! | placement | who holds the SCONE | an old SCONE sent again |
+//! |---|---|---|
+//! | client-held, default | the client | accepted until it expires: keep TTLs short |
+//! | client-held, replay guard | the client | refused (`stale`) by every server sharing the guard's store; an in-memory guard forgets on restart |
+//!
+//! Either way a SCONE cannot be forged, altered, moved to another service or session, or
+//! used past its expiry; its state can be read by its holder unless sealed.
+//!
+//! # Expiry and renewal
+//! A SCONE lives for `LayerConfig::ttl` (30 minutes by default) plus the clock skew
+//! allowed (30 s). A request that reads without changing anything, past half the
+//! SCONE's lifetime, gets a renewed SCONE back (`LayerConfig::renew`), so a session
+//! that is only read stays alive; an expired SCONE earns the typed
+//! `RefusalKind::Scone(RejectReason::Expired)`, and the client drops it so that its next
+//! call starts a new session.
 
 #![deny(missing_docs)]
 
@@ -89,6 +117,7 @@ pub mod error;
 pub mod server;
 mod spare;
 pub mod state;
+pub mod tls;
 
 pub use crate::client::{SconeClient, SconeStore};
 pub use crate::envelope::{ClientId, Refusal, RefusalKind};

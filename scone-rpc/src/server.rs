@@ -1,4 +1,5 @@
-//! The server: a SCONE layer around a tarpc service, and a TCP listener to run it.
+//! The server: a SCONE layer around a tarpc service, and a listener to run it, over TCP
+//! ([`run`]) or TLS ([`run_tls`]).
 //!
 //! The listener follows mini-redis: a permit from a semaphore is taken *before* each
 //! accept (bounding connections), each connection is served by its own task with a cap on
@@ -10,28 +11,53 @@
 //! single-threaded runtime. That is what lets us run any tarpc service: its handlers are
 //! `async fn`s in a trait, whose futures generic code cannot prove `Send` (that needs
 //! return-type notation, not stable yet), so they cannot go to `tokio::spawn`; on a worker
-//! they run with `spawn_local`, which needs no `Send`.
+//! they run with `spawn_local`, which needs no `Send`. A TLS server does each handshake on
+//! the worker that got the connection; then plain and TLS connections take the same path.
+//!
+//! # Idle and slow peers
+//! An open connection holds one of [`max_connections`](ServerConfig::max_connections)
+//! permits, and its requests in flight hold the frames they came in. So that idle or slow
+//! peers can neither take every permit nor pin memory, a connection is closed when
+//! - it has had no request in flight and received no frame for
+//!   [`idle_timeout`](ServerConfig::idle_timeout);
+//! - a frame has started arriving and not finished within
+//!   [`frame_timeout`](ServerConfig::frame_timeout) (a "slowloris" peer);
+//! - its TLS handshake takes longer than
+//!   [`tls_handshake_timeout`](ServerConfig::tls_handshake_timeout);
+//!
+//! and it stops reading (so its peer stops sending) while its requests in flight hold
+//! [`max_in_flight_bytes_per_connection`](ServerConfig::max_in_flight_bytes_per_connection)
+//! bytes of frames. The two timeouts are checked every quarter of the shorter (no timer per
+//! message), so each fires between one and one and a half times its length after the fact.
+//!
+//! Not covered yet: a peer that sends requests and never reads the replies keeps those
+//! requests in flight (so its connection is not idle) until their deadlines, which the
+//! client sets, pass.
 
+mod connection;
+mod guard;
+mod listener;
+pub mod replay;
 mod serve;
 mod signer;
+mod worker;
 
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
-use tarpc::server::{BaseChannel, Channel, Serve};
+use tarpc::server::Serve;
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
 
-use crate::codec::{self, DEFAULT_MAX_FRAME_BYTES};
+use crate::codec::DEFAULT_MAX_FRAME_BYTES;
 use crate::envelope::{RequestEnvelope, ResponseEnvelope};
+use worker::Security;
 
+pub use replay::{MemoryWatermarks, Watermarks};
 pub use serve::{LayerConfig, SconeLayer, SconeServe};
 pub use signer::SigningStats;
 
-/// Settings of [`run`].
+/// Settings of [`run`] and [`run_tls`].
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     /// Most connections served at once; further clients wait in the accept backlog.
@@ -40,6 +66,27 @@ pub struct ServerConfig {
     pub max_in_flight_per_connection: usize,
     /// Largest frame read or written.
     pub max_frame_bytes: usize,
+    /// Bytes of frames that one connection's requests in flight may hold before the
+    /// connection stops reading until some finish: a slow or hostile peer cannot make the
+    /// server keep more of its requests than this.
+    ///
+    /// Worst case per connection: this plus one frame (the one that crosses it) held by
+    /// requests, plus one frame half-read in the read buffer; with the defaults 4 + 1 + 1 =
+    /// 6 MiB, so 6 GiB for 1,024 connections (the in-flight cap alone allowed 256 frames of
+    /// 1 MiB, 256 MiB per connection). A frame shares its allocation with whatever was read
+    /// with it, so a small request can keep up to one read block alive (8 to 64 KiB): add
+    /// at most `max_in_flight_per_connection` × 64 KiB for many small requests (16 MiB
+    /// with the defaults).
+    pub max_in_flight_bytes_per_connection: usize,
+    /// A connection with no request in flight that has received no whole frame for this
+    /// long is closed, freeing its permit; a client's calls on it then fail, and it
+    /// connects again. Nothing is lost: the client holds the state.
+    pub idle_timeout: Duration,
+    /// A frame that has started arriving must finish within this, or the connection is
+    /// closed: a peer cannot hold a permit by trickling a frame byte by byte.
+    pub frame_timeout: Duration,
+    /// A TLS handshake ([`run_tls`]) must finish within this, or the connection is closed.
+    pub tls_handshake_timeout: Duration,
     /// Worker threads serving connections; 0 means one per available core.
     pub workers: usize,
 }
@@ -50,16 +97,13 @@ impl Default for ServerConfig {
             max_connections: 1024,
             max_in_flight_per_connection: 256,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            max_in_flight_bytes_per_connection: 4 * 1024 * 1024,
+            idle_timeout: Duration::from_secs(120),
+            frame_timeout: Duration::from_secs(10),
+            tls_handshake_timeout: Duration::from_secs(10),
             workers: 0,
         }
     }
-}
-
-/// An accepted connection on its way to a worker, holding its connection permit.
-struct Accepted {
-    stream: std::net::TcpStream,
-    peer: SocketAddr,
-    permit: OwnedSemaphorePermit,
 }
 
 /// Serves `serve` on `listener` until `shutdown` completes, then waits for the handlers
@@ -78,142 +122,22 @@ pub async fn run<S>(
 where
     S: Serve<Req = RequestEnvelope, Resp = ResponseEnvelope> + Clone + Send + 'static,
 {
-    let workers = match config.workers {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    };
-    let (notify_shutdown, _) = broadcast::channel::<()>(1);
-    let mut handoffs = Vec::with_capacity(workers);
-    let mut finished = Vec::with_capacity(workers);
-    for index in 0..workers {
-        let (handoff_tx, handoff_rx) = mpsc::channel::<Accepted>(64);
-        let (finished_tx, finished_rx) = tokio::sync::oneshot::channel::<()>();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let worker = Worker {
-            serve: serve.clone(),
-            config: config.clone(),
-            handoff_rx,
-            shutdown_rx: notify_shutdown.subscribe(),
-        };
-        std::thread::Builder::new()
-            .name(format!("scone-worker-{index}"))
-            .spawn(move || {
-                let local = tokio::task::LocalSet::new();
-                local.block_on(&runtime, worker.run());
-                let _ = finished_tx.send(());
-            })?;
-        handoffs.push(handoff_tx);
-        finished.push(finished_rx);
-    }
-
-    let limit = Arc::new(Semaphore::new(config.max_connections.max(1)));
-    let accept_loop = async {
-        for next in (0..workers).cycle() {
-            let Ok(permit) = Arc::clone(&limit).acquire_owned().await else {
-                return;
-            };
-            let (stream, peer) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Usually out of file descriptors: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            // Hand the socket over as a std stream: the worker registers it with its own
-            // runtime's reactor.
-            let stream = match stream.into_std() {
-                Ok(stream) => stream,
-                Err(error) => {
-                    tracing::warn!(%peer, %error, "could not hand the connection to a worker");
-                    continue;
-                }
-            };
-            if handoffs[next]
-                .send(Accepted {
-                    stream,
-                    peer,
-                    permit,
-                })
-                .await
-                .is_err()
-            {
-                tracing::error!(worker = next, "worker stopped; dropping connection");
-            }
-        }
-    };
-    tokio::select! {
-        () = accept_loop => {}
-        _ = shutdown => tracing::info!("shutting down"),
-    }
-    drop(handoffs);
-    drop(notify_shutdown);
-    for worker_finished in finished {
-        let _ = worker_finished.await;
-    }
-    Ok(())
+    listener::run(listener, Security::Plain, serve, config, shutdown).await
 }
 
-/// One worker thread: serves the connections handed to it on a single-threaded runtime.
-struct Worker<S> {
+/// [`run`] over TLS: each connection is served after a TLS handshake with `acceptor`
+/// (see [`tls`](crate::tls) for how to make one). A handshake that fails or takes longer
+/// than [`tls_handshake_timeout`](ServerConfig::tls_handshake_timeout) closes that
+/// connection only.
+pub async fn run_tls<S>(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
     serve: S,
     config: ServerConfig,
-    handoff_rx: mpsc::Receiver<Accepted>,
-    shutdown_rx: broadcast::Receiver<()>,
-}
-
-impl<S> Worker<S>
+    shutdown: impl Future,
+) -> std::io::Result<()>
 where
-    S: Serve<Req = RequestEnvelope, Resp = ResponseEnvelope> + Clone + 'static,
+    S: Serve<Req = RequestEnvelope, Resp = ResponseEnvelope> + Clone + Send + 'static,
 {
-    async fn run(mut self) {
-        // Every connection and request task holds a clone; when all are gone, we are done.
-        let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-        while let Some(accepted) = self.handoff_rx.recv().await {
-            let stream = match accepted
-                .stream
-                .set_nonblocking(true)
-                .and_then(|()| tokio::net::TcpStream::from_std(accepted.stream))
-            {
-                Ok(stream) => stream,
-                Err(error) => {
-                    tracing::warn!(peer = %accepted.peer, %error, "could not adopt the connection");
-                    continue;
-                }
-            };
-            tracing::debug!(peer = %accepted.peer, "connection accepted");
-            let transport = codec::server_transport(stream, self.config.max_frame_bytes);
-            let channel = BaseChannel::with_defaults(transport)
-                .max_concurrent_requests(self.config.max_in_flight_per_connection);
-            let serve = self.serve.clone();
-            let mut shutdown_rx = self.shutdown_rx.resubscribe();
-            let done = done_tx.clone();
-            tokio::task::spawn_local(async move {
-                let requests = channel.execute(serve).for_each(|request| {
-                    let in_flight = signer::InFlight::enter();
-                    let done = done.clone();
-                    // Boxed: the task then holds a pointer, not the request's whole state
-                    // machine, which the runtime would otherwise copy in and out of it.
-                    let request = Box::pin(request);
-                    tokio::task::spawn_local(async move {
-                        request.await;
-                        drop(in_flight);
-                        drop(done);
-                    });
-                    std::future::ready(())
-                });
-                tokio::select! {
-                    () = requests => tracing::debug!(peer = %accepted.peer, "connection closed"),
-                    _ = shutdown_rx.recv() => tracing::debug!(peer = %accepted.peer, "connection closed for shutdown"),
-                }
-                drop(accepted.permit);
-                drop(done);
-            });
-        }
-        drop(done_tx);
-        let _ = done_rx.recv().await;
-    }
+    listener::run(listener, Security::Tls(acceptor), serve, config, shutdown).await
 }

@@ -226,14 +226,13 @@ impl<T: SconeState> Tracker<T> {
         }
     }
 
-    /// Loads the state from the request context (the default for a new session).
+    /// Loads the state from the request context (the default for a new session). For a
+    /// service that seals its state, this is the state the server opened.
     pub fn load() -> Result<Self, StateError> {
         let service = T::service_id()?;
         let loaded = context::with(|ctx| {
-            ctx.incoming().get(&service).map(|scone| {
-                let state = scone.state();
-                postcard::from_bytes::<T>(state).map(|value| (value, state.len()))
-            })
+            ctx.incoming_state(&service)
+                .map(|state| postcard::from_bytes::<T>(state).map(|value| (value, state.len())))
         })?;
         match loaded {
             Some(Ok((value, size))) => Ok(Self {

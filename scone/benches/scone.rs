@@ -16,8 +16,8 @@ const STATE_SIZES: [usize; 3] = [64, 256, 4096];
 fn setup() -> (Minter, Verifier, ServiceId) {
     let key = SigningKey::from_seed(&[42; 32]);
     let service = ServiceId::new("bench").unwrap();
-    let verifier =
-        Verifier::new(KeyRing::from_iter([key.public_key()])).for_service(service.clone());
+    let ring = KeyRing::for_service(service.clone(), [key.public_key()]).unwrap();
+    let verifier = Verifier::new(ring).for_service(service.clone());
     (Minter::new(key), verifier, service)
 }
 
@@ -52,7 +52,10 @@ fn mint(c: &mut Criterion) {
 
 fn verify(c: &mut Criterion) {
     let (minter, verifier, service) = setup();
-    let issuer = verifier.clone().trusting_own_tags(minter.signing_key());
+    let issuer = verifier
+        .clone()
+        .trusting_own_tags(service.clone(), minter.signing_key())
+        .unwrap();
     let mut group = c.benchmark_group("verify");
     for size in STATE_SIZES {
         let scone = minter.mint(draft(&service, size)).unwrap();

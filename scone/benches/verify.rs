@@ -38,8 +38,9 @@ impl Subjects {
             .unwrap();
         let bare = ed25519_dalek::SigningKey::from_bytes(&seed);
         let encoded = scone.encoded().clone();
+        let ring = KeyRing::for_service(service.clone(), [key.public_key()]).unwrap();
         Self {
-            verifier: Verifier::new(KeyRing::from_iter([key.public_key()])).for_service(service),
+            verifier: Verifier::new(ring).for_service(service),
             bare_signature: bare.sign(&encoded),
             bare_key: bare.verifying_key(),
             encoded,

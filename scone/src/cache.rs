@@ -180,6 +180,32 @@ impl<K: Hash + Eq> SconeCache<K> {
         }
     }
 
+    /// The SCONE under `key` even if it has expired, without dropping it.
+    ///
+    /// For a client that attaches what it holds and lets the server say `expired`, rather
+    /// than silently starting a new session.
+    pub fn get_including_expired(&self, key: &K) -> Option<Scone> {
+        self.lock().entries.get(key).cloned()
+    }
+
+    /// Takes the SCONE under `key` out of the cache if `condition` holds for it.
+    pub fn remove_if(&self, key: &K, condition: impl FnOnce(&Scone) -> bool) -> Option<Scone> {
+        let mut inner = self.lock();
+        if !condition(inner.entries.peek(key)?) {
+            return None;
+        }
+        let removed = inner.entries.pop(key)?;
+        inner.bytes -= removed.encoded_len();
+        Some(removed)
+    }
+
+    /// Empties the cache.
+    pub fn clear(&self) {
+        let mut inner = self.lock();
+        inner.entries.clear();
+        inner.bytes = 0;
+    }
+
     /// Takes the SCONE under `key` out of the cache.
     pub fn remove(&self, key: &K) -> Option<Scone> {
         let mut inner = self.lock();

@@ -4,6 +4,11 @@
 //! way out mints SCONEs for the states the handler changed (seed 002, fig. 6: the SCONE is
 //! put into the thread context, then taken from it and attached to the reply).
 //!
+//! A service that seals its state ([`sealed`](crate::sealed)) opens each incoming SCONE's
+//! state once verified ([`SconeContext::open_incoming`]) and keeps the plaintext beside the
+//! SCONE: handlers read it with [`incoming_state`], which works alike for sealed and plain
+//! state, and write plaintext, which the server seals again before minting.
+//!
 //! ```
 //! use scone::context::{self, SconeContext, Written};
 //! use scone::ServiceId;
@@ -33,13 +38,14 @@ use crate::bundle::SconeBundle;
 use crate::error::ContextError;
 use crate::ids::ServiceId;
 use crate::scone::{Scone, Status};
+use crate::sealed::{SealedError, StateSealer};
 
 tokio::task_local! {
     static CONTEXT: RefCell<SconeContext>;
 }
 
 /// New state a handler wrote for one service.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct StateWrite {
     /// The service whose state changed.
     pub service: ServiceId,
@@ -47,6 +53,36 @@ pub struct StateWrite {
     pub state: Vec<u8>,
     /// The new operation status.
     pub status: Status,
+}
+
+impl std::fmt::Debug for StateWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The size only, as for a SCONE: for a sealed service this is the plaintext.
+        f.debug_struct("StateWrite")
+            .field("service", &self.service)
+            .field("state_len", &self.state.len())
+            .field("status", &self.status)
+            .finish()
+    }
+}
+
+/// The opened state of a sealed incoming SCONE.
+#[derive(Clone, PartialEq, Eq)]
+struct Opened {
+    /// The service whose SCONE it came from.
+    service: ServiceId,
+    /// The plaintext.
+    state: Vec<u8>,
+}
+
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The state was sealed to keep it from view: debug output shows its size only.
+        f.debug_struct("Opened")
+            .field("service", &self.service)
+            .field("state_len", &self.state.len())
+            .finish()
+    }
 }
 
 /// Whether a write changed anything.
@@ -63,6 +99,8 @@ pub enum Written {
 pub struct SconeContext {
     /// The request's verified SCONEs for this service.
     incoming: SconeBundle,
+    /// The opened states of the sealed ones among them: a service has one, so inline.
+    opened: SmallVec<[Opened; 1]>,
     /// SCONEs for other services that came with the request, not verified here: a
     /// back-end's, entrusted to the caller, attached again when this service calls it.
     carried: SconeBundle,
@@ -93,6 +131,57 @@ impl SconeContext {
         &self.incoming
     }
 
+    /// Opens the state of the incoming SCONE for `service`, if one came, with `sealer`,
+    /// and keeps the plaintext for [`incoming_state`](Self::incoming_state). Call it once
+    /// the SCONE is verified, for a service that seals its state. Returns whether there
+    /// was one to open.
+    pub fn open_incoming(
+        &mut self,
+        service: &ServiceId,
+        sealer: &StateSealer,
+    ) -> Result<bool, SealedError> {
+        let Some(scone) = self.incoming.get(service) else {
+            return Ok(false);
+        };
+        let state = sealer.open_scone(scone)?;
+        self.set_opened(service, state);
+        Ok(true)
+    }
+
+    /// Sets the opened state of the incoming SCONE for `service`: the plaintext a handler
+    /// reads in place of the SCONE's state (for a server that opens states itself).
+    pub fn with_opened(mut self, service: &ServiceId, state: Vec<u8>) -> Self {
+        self.set_opened(service, state);
+        self
+    }
+
+    fn set_opened(&mut self, service: &ServiceId, state: Vec<u8>) {
+        match self.opened.iter_mut().find(|o| &o.service == service) {
+            Some(opened) => opened.state = state,
+            None => self.opened.push(Opened {
+                service: service.clone(),
+                state,
+            }),
+        }
+    }
+
+    /// The state that came in for `service`: opened if it was sealed (and opened), the
+    /// SCONE's state as it is otherwise; `None` when no SCONE came for it.
+    pub fn incoming_state(&self, service: &ServiceId) -> Option<&[u8]> {
+        let scone = self.incoming.get(service)?;
+        Some(
+            self.opened
+                .iter()
+                .find(|o| &o.service == service)
+                .map_or(scone.state(), |o| o.state.as_slice()),
+        )
+    }
+
+    /// Whether the incoming state for `service` was opened (it was sealed).
+    pub fn is_opened(&self, service: &ServiceId) -> bool {
+        self.incoming.get(service).is_some() && self.opened.iter().any(|o| &o.service == service)
+    }
+
     /// The SCONEs for other services that came with the request.
     pub fn carried(&self) -> &SconeBundle {
         &self.carried
@@ -120,12 +209,14 @@ impl SconeContext {
         (self.incoming, self.writes.into_iter(), self.forwarded)
     }
 
-    /// Records `state` and `status` for `service` if they differ from what came in.
+    /// Records `state` and `status` for `service` if they differ from what came in (its
+    /// opened state, if it was sealed).
     pub fn write(&mut self, service: &ServiceId, state: Vec<u8>, status: Status) -> Written {
-        let unchanged = self
-            .incoming
-            .get(service)
-            .is_some_and(|old| old.state() == state.as_slice() && old.status() == status);
+        // Against the plaintext: a sealed state is compared with what the handler read,
+        // never with the ciphertext (which no write would ever equal).
+        let unchanged = self.incoming.get(service).is_some_and(|old| {
+            old.status() == status && self.incoming_state(service) == Some(state.as_slice())
+        });
         let existing = self.writes.iter().position(|w| &w.service == service);
         match (unchanged, existing) {
             (true, Some(i)) => {
@@ -217,9 +308,17 @@ fn with_mut<R>(f: impl FnOnce(&mut SconeContext) -> R) -> Result<R, ContextError
         .map_err(|_| ContextError::NoContext)?
 }
 
-/// The verified SCONE that came in for `service`, if any.
+/// The verified SCONE that came in for `service`, if any. For a sealed service its
+/// [`state`](Scone::state) is ciphertext; [`incoming_state`] gives the opened state.
 pub fn incoming(service: &ServiceId) -> Result<Option<Scone>, ContextError> {
     with(|ctx| ctx.incoming.get(service).cloned())
+}
+
+/// The state that came in for `service`, opened if it was sealed; `None` for a new
+/// session. Read this rather than the SCONE's [`state`](Scone::state), which for a sealed
+/// service is ciphertext.
+pub fn incoming_state(service: &ServiceId) -> Result<Option<Vec<u8>>, ContextError> {
+    with(|ctx| ctx.incoming_state(service).map(<[u8]>::to_vec))
 }
 
 /// The SCONE for another service (a back-end's) that came with the request, if any.

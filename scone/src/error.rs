@@ -68,6 +68,15 @@ pub enum VerifyError {
     /// Signed with a key the verifier does not trust.
     #[error("scone is signed with unknown key {0}")]
     UnknownKey(KeyId),
+    /// Signed with a key the verifier trusts, but only for other services: one service's
+    /// key may not vouch for another service's state.
+    #[error("scone for service {service} is signed with key {key_id}, which is not trusted for that service")]
+    KeyNotForService {
+        /// The key that signed it.
+        key_id: KeyId,
+        /// The service the SCONE names.
+        service: ServiceId,
+    },
     /// The signature does not match the contents: forged or tampered with.
     #[error("scone signature does not verify (forged or tampered)")]
     BadSignature,
@@ -95,6 +104,15 @@ pub enum VerifyError {
         /// The service the SCONE names.
         found: ServiceId,
     },
+    /// Valid for longer (from issue to expiry) than the verifier's
+    /// [`max_ttl`](crate::VerifierConfig::max_ttl) allows.
+    #[error("scone is valid for {lifetime_ms} ms, longer than the {max_ttl_ms} ms accepted")]
+    LifetimeTooLong {
+        /// Its expiry minus its issue time, in milliseconds.
+        lifetime_ms: u64,
+        /// The longest lifetime accepted, in milliseconds.
+        max_ttl_ms: u64,
+    },
 }
 
 /// The reason a SCONE was refused, as a small code that can travel in an error reply.
@@ -117,6 +135,12 @@ pub enum RejectReason {
     NotYetValid,
     /// For another service.
     WrongService,
+    /// An older version of a session than one already issued or seen (a replay or a
+    /// rollback); refused by a replay guard, a relay or a cluster replica.
+    Stale,
+    /// Valid for longer than the verifier accepts (its issuer's TTL is over the verifier's
+    /// limit): a configuration mismatch, which a fresh SCONE from the same issuer repeats.
+    LifetimeTooLong,
 }
 
 impl VerifyError {
@@ -128,11 +152,15 @@ impl VerifyError {
             }
             VerifyError::Decode(DecodeError::TooLarge { .. }) => RejectReason::TooLarge,
             VerifyError::Decode(_) => RejectReason::Malformed,
-            VerifyError::UnknownKey(_) => RejectReason::UnknownKey,
+            // Not trusted for this service is not trusted: the client's remedy is the same.
+            VerifyError::UnknownKey(_) | VerifyError::KeyNotForService { .. } => {
+                RejectReason::UnknownKey
+            }
             VerifyError::BadSignature => RejectReason::BadSignature,
             VerifyError::Expired { .. } => RejectReason::Expired,
             VerifyError::NotYetValid { .. } => RejectReason::NotYetValid,
             VerifyError::WrongService { .. } => RejectReason::WrongService,
+            VerifyError::LifetimeTooLong { .. } => RejectReason::LifetimeTooLong,
         }
     }
 }
@@ -192,6 +220,22 @@ pub enum KeyError {
     /// The operating system's random generator failed.
     #[error("no randomness available")]
     Random(#[source] getrandom::Error),
+    /// A signing key file that users other than its owner may read: the secret may have
+    /// leaked, so it is refused, as ssh refuses such a private key.
+    #[error(
+        "key file {path} is readable by group or others (mode {mode:03o}); run `chmod 600 {path}`"
+    )]
+    TooOpen {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A different public key with the same key ID is trusted already. Key IDs are short
+    /// hashes, so this means a collision (or one made on purpose): trusting the new key
+    /// would silently replace, or share a name with, the one trusted before.
+    #[error("a different public key with key id {0} is trusted already")]
+    KeyIdCollision(KeyId),
 }
 
 /// A bundle that breaks its limits.

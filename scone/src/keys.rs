@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::fs::OpenOptions;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::str::FromStr;
 
@@ -24,6 +24,15 @@ const TAG_KEY_CONTEXT: &str = "scone 2026-11-21 issuer tag key v1";
 
 /// First word of a signing key file; lets us refuse a file that holds something else.
 const KEY_FILE_PREFIX: &str = "scone-signing-key-v1:";
+
+/// Characters of a 32-byte seed in base64url without padding.
+const SEED_TEXT_LEN: usize = 43;
+
+/// Bytes of a key file as [`SigningKey::to_file_text`] writes it.
+const KEY_FILE_LEN: usize = KEY_FILE_PREFIX.len() + SEED_TEXT_LEN + 1;
+
+/// Largest key file [`SigningKey::load`] reads: room for the line and stray whitespace.
+const MAX_KEY_FILE_BYTES: usize = 4096;
 
 fn key_id_of(public: &ed25519_dalek::VerifyingKey) -> KeyId {
     let digest = blake3::derive_key(KEY_ID_CONTEXT, public.as_bytes());
@@ -85,10 +94,20 @@ impl SigningKey {
 
     /// The key file's text: one line, `scone-signing-key-v1:` then the seed in base64url.
     pub fn to_file_text(&self) -> Zeroizing<String> {
-        Zeroizing::new(format!(
-            "{KEY_FILE_PREFIX}{}\n",
-            URL_SAFE_NO_PAD.encode(self.signing.to_bytes())
-        ))
+        // Built in place in buffers that are wiped on drop and sized exactly, so that no
+        // copy of the secret is left behind in a temporary or a reallocated buffer.
+        let mut encoded = Zeroizing::new([0u8; SEED_TEXT_LEN]);
+        let written = URL_SAFE_NO_PAD
+            .encode_slice(self.signing.as_bytes(), encoded.as_mut())
+            .unwrap_or_default();
+        debug_assert_eq!(written, SEED_TEXT_LEN);
+        let mut text = Zeroizing::new(String::with_capacity(KEY_FILE_LEN));
+        text.push_str(KEY_FILE_PREFIX);
+        // base64url is ASCII.
+        text.push_str(std::str::from_utf8(&encoded[..written]).unwrap_or_default());
+        text.push('\n');
+        debug_assert_eq!(text.len(), text.capacity());
+        text
     }
 
     /// Parses a key file's text.
@@ -101,15 +120,21 @@ impl SigningKey {
             .trim()
             .strip_prefix(KEY_FILE_PREFIX)
             .ok_or_else(|| malformed("it does not start with `scone-signing-key-v1:`"))?;
-        let bytes = Zeroizing::new(
-            URL_SAFE_NO_PAD
-                .decode(body)
-                .map_err(|e| malformed(&format!("bad base64url ({e})")))?,
-        );
-        let seed: &[u8; 32] = bytes
-            .as_slice()
+        // Decoded into a wiped buffer of our own (a decoded `Vec` would be dropped unwiped
+        // when decoding fails half way). Room for 48 bytes, so a key of the wrong length is
+        // reported as such rather than as bad base64.
+        let mut bytes = Zeroizing::new([0u8; 48]);
+        if body.len() > SEED_TEXT_LEN + 16 {
+            return Err(malformed("expected 32 key bytes, found more"));
+        }
+        // The decoder's error names the offending character, a piece of the secret: keep
+        // it out of the message (which ends up in logs).
+        let len = URL_SAFE_NO_PAD
+            .decode_slice(body, bytes.as_mut())
+            .map_err(|_| malformed("the key is not base64url"))?;
+        let seed: &[u8; 32] = bytes[..len]
             .try_into()
-            .map_err(|_| malformed(&format!("expected 32 key bytes, found {}", bytes.len())))?;
+            .map_err(|_| malformed(&format!("expected 32 key bytes, found {len}")))?;
         Ok(Self::from_seed(seed))
     }
 
@@ -146,15 +171,45 @@ impl SigningKey {
     }
 
     /// Reads a key written by [`save`](Self::save).
+    ///
+    /// On Unix, refuses ([`KeyError::TooOpen`]) a file that its group or others may read,
+    /// as ssh does: such a secret may have leaked, and loading it anyway would hide that.
     pub fn load(path: &Path) -> Result<Self, KeyError> {
-        let text =
-            Zeroizing::new(
-                std::fs::read_to_string(path).map_err(|source| KeyError::Io {
+        let io = |source| KeyError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(io)?;
+        // The mode of the file opened, not of the path, so it cannot change in between.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = file.metadata().map_err(io)?.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(KeyError::TooOpen {
                     path: path.to_owned(),
-                    source,
-                })?,
-            );
-        Self::from_file_text(&text)
+                    mode,
+                });
+            }
+        }
+        // Read into a buffer sized once, so it never reallocates (which would leave a copy
+        // of the secret in freed memory), and wiped on drop. A key file is one short line;
+        // anything longer than the limit is not one.
+        let mut bytes = Zeroizing::new(Vec::with_capacity(MAX_KEY_FILE_BYTES + 1));
+        file.take(MAX_KEY_FILE_BYTES as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io)?;
+        if bytes.len() > MAX_KEY_FILE_BYTES {
+            return Err(KeyError::Malformed {
+                kind: "signing key file",
+                why: format!("it is longer than {MAX_KEY_FILE_BYTES} bytes"),
+            });
+        }
+        let text = std::str::from_utf8(&bytes).map_err(|_| KeyError::Malformed {
+            kind: "signing key file",
+            why: "it is not text".to_owned(),
+        })?;
+        Self::from_file_text(text)
     }
 }
 
@@ -206,6 +261,14 @@ impl PublicKey {
 
     pub(crate) fn ed25519(&self) -> &ed25519_dalek::VerifyingKey {
         &self.verifying
+    }
+
+    /// The key under another key ID: stands in, in tests, for a key ID collision, which
+    /// takes about 2^32 keys to find.
+    #[cfg(test)]
+    pub(crate) fn with_key_id(mut self, key_id: KeyId) -> Self {
+        self.key_id = key_id;
+        self
     }
 }
 
@@ -284,5 +347,57 @@ mod tests {
         let b = SigningKey::from_seed(&[2; 32]);
         assert_ne!(a.key_id(), b.key_id());
         assert_ne!(a.tag_key(), b.tag_key());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_key_file_group_or_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        let key = SigningKey::from_seed(&[8; 32]);
+        key.save(&path, false).unwrap();
+        assert_eq!(
+            SigningKey::load(&path).unwrap().public_key(),
+            key.public_key()
+        );
+        for mode in [0o644, 0o640, 0o604, 0o660] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            match SigningKey::load(&path) {
+                Err(error @ KeyError::TooOpen { mode: found, .. }) => {
+                    assert_eq!(found, mode);
+                    assert!(error.to_string().contains("chmod 600"), "{error}");
+                }
+                other => panic!("mode {mode:o}: expected TooOpen, got {other:?}"),
+            }
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(SigningKey::load(&path).is_ok());
+        // Owner-only modes other than 0600 are fine too.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
+        assert!(SigningKey::load(&path).is_ok());
+    }
+
+    #[test]
+    fn an_oversize_key_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        let key = SigningKey::from_seed(&[8; 32]);
+        key.save(&path, false).unwrap();
+        let mut text = key.to_file_text().to_string();
+        text.push_str(&" ".repeat(MAX_KEY_FILE_BYTES));
+        std::fs::write(&path, text).unwrap();
+        assert!(matches!(
+            SigningKey::load(&path),
+            Err(KeyError::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn the_key_file_text_is_sized_exactly() {
+        let text = SigningKey::from_seed(&[7; 32]).to_file_text();
+        assert_eq!(text.len(), KEY_FILE_LEN);
+        assert_eq!(text.capacity(), KEY_FILE_LEN);
+        assert!(text.ends_with('\n'));
     }
 }

@@ -16,7 +16,9 @@
 //!
 //! // The text form travels anywhere; the verifier needs only the public key.
 //! let text = scone.to_text();
-//! let verifier = Verifier::new(KeyRing::from_iter([key.public_key()])).for_service(cart);
+//! // A key is trusted for the services it signs for, and vouches for no other.
+//! let verifier = Verifier::new(KeyRing::for_service(cart.clone(), [key.public_key()])?)
+//!     .for_service(cart);
 //! let back = verifier.decode(scone::Scone::from_text(&text)?.encoded().clone())?;
 //! assert_eq!(back.state(), b"2 apples");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -33,21 +35,32 @@
 //! - [`bundle`]: [`SconeBundle`], the SCONEs one message carries, one per service.
 //! - [`cache`]: [`SconeCache`], a bounded LRU by service ID (clients) or client and service (relays).
 //! - [`context`]: the task-local context a handler reads and writes its state through.
+//! - [`sealed`]: sealed state, which the holder cannot read: XChaCha20-Poly1305 under a key
+//!   derived from the signing key.
 //! - [`clock`]: where time comes from; a manual clock for tests.
 //! - [`error`]: the typed errors.
 //!
 //! # Trust
 //! The service signs with an ed25519 key; everyone else holds only public keys, looked up
 //! by the 8-byte key ID each SCONE names, so keys rotate while older SCONEs stay verifiable
-//! until they expire. The signature covers a blake3 digest (with a domain-separation
-//! context) of the exact encoded claims. Nothing unsigned, forged, tampered with, expired,
-//! oversize or addressed to another service passes [`Verifier::verify`].
+//! until they expire. Each trusted key is bound to the services it signs for
+//! ([`KeyRing::trust`]): one service's key never vouches for another service's SCONEs,
+//! even in a verifier that trusts both. The signature covers a blake3 digest (with a
+//! domain-separation context) of the exact encoded claims. Nothing unsigned, forged,
+//! tampered with, expired, oversize, addressed to another service, signed by a key not
+//! trusted for its service, or (with [`VerifierConfig::max_ttl`]) longer-lived than
+//! allowed passes [`Verifier::verify`]. The issuing server's shortcut, the issuer tag,
+//! accepts exactly what the signature check would (see [`seal`]).
+//!
+//! Signing keys load only from files their owner alone can read
+//! ([`SigningKey::load`]). Precomputed signing nonces ([`presign`]) are safe across
+//! `fork`, not across VM snapshots or checkpoint/restore: turn them off where those
+//! happen.
 //!
 //! What this layer does **not** stop: a holder may replay a SCONE it holds until it
-//! expires, and may read its state (state is signed, not encrypted). Version numbers let
-//! caches, relays and cluster replicas refuse older versions of a session they have seen;
-//! keep TTLs short where replay matters, and encrypt the state yourself where the holder
-//! must not read it.
+//! expires, and may read its state unless it is [`sealed`]. Version numbers let a replay
+//! guard (`scone-rpc`'s `server::replay`), caches, relays and cluster replicas refuse
+//! older versions of a session they have seen; keep TTLs short where replay matters.
 
 #![deny(missing_docs)]
 
@@ -62,6 +75,7 @@ pub mod mint;
 pub mod presign;
 pub mod scone;
 pub mod seal;
+pub mod sealed;
 pub mod verify;
 
 pub use crate::bundle::{BundleLimits, SconeBundle};
@@ -75,4 +89,5 @@ pub use crate::ids::{ClientId, EndpointId, KeyId, ObjectId, ServiceId};
 pub use crate::keys::{PublicKey, SigningKey};
 pub use crate::mint::{Draft, Minter, MinterConfig};
 pub use crate::scone::{Scone, Status, DEFAULT_MAX_SCONE_BYTES, FORMAT_VERSION};
+pub use crate::sealed::{SealBinding, SealedError, StateSealer};
 pub use crate::verify::{KeyRing, Verifier, VerifierConfig};

@@ -87,7 +87,8 @@ pub struct MinterConfig {
     pub default_ttl: Duration,
     /// Largest encoded SCONE the minter will produce; keep it within your verifiers' limit.
     pub max_scone_bytes: usize,
-    /// Add the issuer-only keyed tag, so servers holding the key can skip signature checks.
+    /// Add the issuer-only keyed tag, so servers holding the key can skip signature checks
+    /// (see [`Verifier::trusting_own_tags`](crate::Verifier::trusting_own_tags)).
     pub issuer_tag: bool,
 }
 
@@ -116,17 +117,17 @@ pub struct Minter {
 
 /// A draft encoded up to its claims, waiting for its seal.
 struct Encoded {
+    /// The claim bytes, in a buffer with room reserved for exactly the seal.
     buf: Vec<u8>,
     claims_len: usize,
-    tag: Option<Digest>,
-    /// The one digest of the claim bytes; the leaf is derived from it and the position.
+    /// The one digest of the claim bytes; the leaf and the issuer tag are derived from it.
     claims_digest: Digest,
 }
 
 impl Encoded {
     /// The leaf digest at `index` in its batch: what the signature (or root) stands on.
     fn leaf(&self, index: u32) -> Digest {
-        seal::leaf_digest(&self.claims_digest, self.tag.as_ref(), index)
+        seal::leaf_digest(&self.claims_digest, index)
     }
 }
 
@@ -161,9 +162,17 @@ impl Minter {
     /// Signs with precomputed nonces, keeping `capacity` ready on a background thread: the
     /// online cost of a signature drops from about 15 µs to about 1 µs, while the same
     /// work is done off the request path. See [`presign`](crate::presign).
+    ///
+    /// Safe across `fork` (a child never spends the parent's nonces), but **not** where the
+    /// process or its VM may be restored from a snapshot or checkpoint: each restored copy
+    /// would spend the same pooled nonces (up to `capacity` of them) on different messages,
+    /// which reveals the key. There, don't call this (in `scone-rpc`, set
+    /// `LayerConfig::presigned_nonces` to 0): without a pool the minter signs with RFC
+    /// 8032's deterministic nonces, which no replay can misuse.
     pub fn with_nonce_pool(mut self, capacity: usize) -> std::io::Result<Self> {
+        // From the key's own bytes, not a copy: an unwiped temporary would outlive us.
         let expanded =
-            ed25519_dalek::hazmat::ExpandedSecretKey::from(&self.key.ed25519().to_bytes());
+            ed25519_dalek::hazmat::ExpandedSecretKey::from(self.key.ed25519().as_bytes());
         let pool = NoncePool::start(&expanded, capacity)?;
         self.presigned = Some(Arc::new(Presigned {
             public: self.key.public_key().as_bytes().to_owned(),
@@ -296,15 +305,10 @@ impl Minter {
         let buf = postcard::to_extend(&claims, Vec::with_capacity(size))?;
         debug_assert_eq!(buf.len(), claims_len);
         let claims_digest = seal::claims_digest(&buf);
-        let tag = self
-            .config
-            .issuer_tag
-            .then(|| seal::tag(self.key.tag_key(), &claims_digest, index));
         Ok(Encoded {
             claims_digest,
             buf,
             claims_len,
-            tag,
         })
     }
 
@@ -317,8 +321,20 @@ impl Minter {
         path: &MerklePath,
         signature: [u8; 64],
     ) -> Result<Scone, MintError> {
+        // The tag comes last, over the path and signature too, so that the issuer, which
+        // trusts it instead of the signature, accepts exactly what public verifiers accept
+        // (see `seal`). Its space was reserved with the rest of the seal.
+        let tag = self.config.issuer_tag.then(|| {
+            seal::tag(
+                self.key.tag_key(),
+                &encoded.claims_digest,
+                index,
+                path.as_bytes(),
+                &signature,
+            )
+        });
         let seal = WireSeal {
-            tag: encoded.tag.as_ref().map(|tag| &tag[..]),
+            tag: tag.as_ref().map(|tag| &tag.as_bytes()[..]),
             index,
             siblings: path.as_bytes(),
             signature: &signature,

@@ -16,9 +16,12 @@
 //!
 //! The first byte is the format version, read before anything else, so later formats can
 //! change everything after it. The signature covers the exact claim bytes as received
-//! (through the leaf digest, see [`seal`](crate::seal)), never a re-encoding, so there is
-//! exactly one valid byte string per signed SCONE. The text form is the bytes in base64url
-//! without padding.
+//! and their position in the signed batch (through the leaf digest and Merkle path, see
+//! [`seal`](crate::seal)), never a re-encoding. The issuer tag lies outside the signature:
+//! a keyed hash over the claims digest, index, siblings and signature, made after signing,
+//! so a SCONE whose tag is stripped or garbled stays valid (its issuer then checks the
+//! signature). Identify a SCONE by its service, endpoint and version, never by its bytes.
+//! The text form is the bytes in base64url without padding.
 
 use std::fmt;
 use std::ops::Range;

@@ -2,15 +2,26 @@
 //! digests, and an optional issuer-only keyed blake3 tag.
 //!
 //! The claim bytes are hashed once, into the *claims digest*; everything else works on
-//! that 32-byte digest, one blake3 block per step. The issuer tag is a keyed hash of the
-//! claims digest and the leaf's position in its batch, under the issuer's secret tag key;
-//! the *leaf digest* covers the tag and the claims digest (without a tag: the claims
-//! digest and the position). A SCONE minted alone has an
-//! empty Merkle path, so its root is its own leaf digest. A batch minted at one moment
-//! shares one signature over the root of a tree of their leaves; each SCONE carries the
-//! sibling digests from its leaf to that root. Verifying costs the same either way (one
-//! signature check plus a few blake3 hashes), while signing a batch costs one signature for
-//! the whole group.
+//! that 32-byte digest, one blake3 block per step. The *leaf digest* covers the claims
+//! digest and the leaf's position in its batch. A SCONE minted alone has an empty Merkle
+//! path, so its root is its own leaf digest. A batch minted at one moment shares one
+//! signature over the root of a tree of their leaves; each SCONE carries the sibling
+//! digests from its leaf to that root. Verifying costs the same either way (one signature
+//! check plus a few blake3 hashes), while signing a batch costs one signature for the
+//! whole group.
+//!
+//! # The issuer tag
+//! The issuer tag is a keyed blake3 hash, under the issuer's secret tag key, of everything
+//! a public verifier checks: the claims digest, the position, the Merkle siblings and the
+//! signature. It is computed *after* signing, so it is not under the signature (the leaf
+//! does not cover it). The issuer accepts a SCONE whose tag matches without checking the
+//! signature, and that is sound because a matching tag means the issuer itself sealed
+//! exactly these claims with exactly this path and signature, all of which a public
+//! verifier accepts: the issuer and every public verifier agree on every SCONE. A tag that
+//! does not match (garbled, stripped, or from an older format) costs the issuer the
+//! signature check instead, and changes nothing else: a SCONE with a wrong tag and a good
+//! signature is valid for everyone. So the tag is not part of a SCONE's identity; identify
+//! one by its service, endpoint and version, never by its bytes.
 
 use std::ops::Range;
 use std::sync::LazyLock;
@@ -27,8 +38,6 @@ static CLAIMS_KEY: LazyLock<[u8; 32]> =
     LazyLock::new(|| blake3::derive_key("scone 2026-11-21 claims digest v1", b""));
 static LEAF_KEY: LazyLock<[u8; 32]> =
     LazyLock::new(|| blake3::derive_key("scone 2026-11-22 leaf v2", b""));
-static TAGGED_LEAF_KEY: LazyLock<[u8; 32]> =
-    LazyLock::new(|| blake3::derive_key("scone 2026-11-22 tagged leaf v2", b""));
 static NODE_KEY: LazyLock<[u8; 32]> =
     LazyLock::new(|| blake3::derive_key("scone 2026-11-21 node v1", b""));
 /// Stands in for the missing right child of a level with an odd count. A fixed value,
@@ -49,10 +58,9 @@ pub(crate) type Digest = [u8; 32];
 /// fields travel as byte strings so that encoding and decoding them is a copy.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct WireSeal<'a> {
-    /// Keyed blake3 of the claims digest and the index under the issuer's tag key (32
-    /// bytes). Only the issuer can check it; the leaf digest covers it, so changing it
-    /// breaks the public
-    /// signature too.
+    /// Keyed blake3, under the issuer's tag key, of the claims digest, the index, the
+    /// siblings and the signature (32 bytes). Only the issuer can check it; it is not
+    /// under the signature (see [the module docs](self)).
     #[serde(with = "serde_bytes", borrow)]
     pub tag: Option<&'a [u8]>,
     /// Leaf position in its batch: bit `i` says whether the node at level `i` is a right child.
@@ -179,23 +187,15 @@ pub(crate) fn claims_digest(claims: &[u8]) -> Digest {
     *blake3::keyed_hash(&CLAIMS_KEY, claims).as_bytes()
 }
 
-/// The leaf digest: one blake3 block either way.
+/// The leaf digest: one blake3 block over the claims digest and the leaf's position in
+/// its batch.
 ///
-/// A tagged leaf covers the tag and the claims digest; an untagged one, the claims digest
-/// and the leaf's position in its batch. Either way the position is bound (the tag binds
-/// it), so a leaf proves membership at its own index only, even when a batch holds
-/// identical claims (whose leaves would otherwise be interchangeable, leaving the index
-/// bits malleable). Tagged and untagged leaves are hashed under different keys.
-pub(crate) fn leaf_digest(claims_digest: &Digest, tag: Option<&Digest>, index: u32) -> Digest {
-    match tag {
-        Some(tag) => {
-            let mut input = [0u8; 64];
-            input[..32].copy_from_slice(tag);
-            input[32..].copy_from_slice(claims_digest);
-            *blake3::keyed_hash(&TAGGED_LEAF_KEY, &input).as_bytes()
-        }
-        None => *blake3::keyed_hash(&LEAF_KEY, &with_index(claims_digest, index)).as_bytes(),
-    }
+/// The position is bound, so a leaf proves membership at its own index only, even when a
+/// batch holds identical claims (whose leaves would otherwise be interchangeable, leaving
+/// the index bits malleable). The issuer tag is not covered: it is made after the
+/// signature, over it.
+pub(crate) fn leaf_digest(claims_digest: &Digest, index: u32) -> Digest {
+    *blake3::keyed_hash(&LEAF_KEY, &with_index(claims_digest, index)).as_bytes()
 }
 
 /// `digest` followed by `index`, little-endian.
@@ -213,20 +213,42 @@ fn node_digest(left: &Digest, right: &Digest) -> Digest {
     *blake3::keyed_hash(&NODE_KEY, &input).as_bytes()
 }
 
-/// The issuer-only tag over the claims digest and the leaf's position in its batch.
-pub(crate) fn tag(tag_key: &[u8; 32], claims_digest: &Digest, index: u32) -> Digest {
-    *blake3::keyed_hash(tag_key, &with_index(claims_digest, index)).as_bytes()
+/// Bytes of the tag's input without siblings: claims digest, index, signature.
+const TAG_INPUT_BASE: usize = 32 + 4 + 64;
+
+/// The issuer-only tag over everything a public verifier checks: the claims digest, the
+/// leaf's position, its Merkle siblings and the signature.
+///
+/// The input is unambiguous: every part has a fixed length but the siblings, whose length
+/// follows from the total. It is gathered on the stack and hashed in one call (a single
+/// blake3 chunk, 100 to 612 bytes).
+pub(crate) fn tag(
+    tag_key: &[u8; 32],
+    claims_digest: &Digest,
+    index: u32,
+    siblings: &[u8],
+    signature: &[u8; 64],
+) -> blake3::Hash {
+    let mut input = [0u8; TAG_INPUT_BASE + 32 * MAX_BATCH_DEPTH];
+    let siblings = &siblings[..siblings.len().min(32 * MAX_BATCH_DEPTH)];
+    let end = TAG_INPUT_BASE + siblings.len();
+    input[..36].copy_from_slice(&with_index(claims_digest, index));
+    input[36..36 + siblings.len()].copy_from_slice(siblings);
+    input[36 + siblings.len()..end].copy_from_slice(signature);
+    blake3::keyed_hash(tag_key, &input[..end])
 }
 
-/// Whether `tag` is the issuer's tag for `claims_digest` at `index`, compared in constant
-/// time.
+/// Whether `tag` is the issuer's tag for these seal parts, compared in constant time.
 pub(crate) fn tag_matches(
     tag_key: &[u8; 32],
     claims_digest: &Digest,
     index: u32,
+    siblings: &[u8],
+    signature: &[u8; 64],
     tag: &Digest,
 ) -> bool {
-    blake3::keyed_hash(tag_key, &with_index(claims_digest, index)) == blake3::Hash::from_bytes(*tag)
+    // `blake3::Hash`'s equality is constant-time.
+    self::tag(tag_key, claims_digest, index, siblings, signature) == blake3::Hash::from_bytes(*tag)
 }
 
 /// Folds a leaf up its path (`siblings`, 32 bytes per level) to the root.
@@ -356,7 +378,7 @@ mod tests {
 
     fn leaves(n: usize) -> Vec<Digest> {
         (0..n)
-            .map(|i| leaf_digest(&claims_digest(&i.to_le_bytes()), None, i as u32))
+            .map(|i| leaf_digest(&claims_digest(&i.to_le_bytes()), i as u32))
             .collect()
     }
 
@@ -469,31 +491,45 @@ mod tests {
     }
 
     #[test]
-    fn tag_covers_claims_and_position() {
+    fn the_tag_covers_claims_position_path_and_signature() {
         let key = [3u8; 32];
         let digest = claims_digest(b"claims");
-        let t = tag(&key, &digest, 5);
-        assert!(tag_matches(&key, &digest, 5, &t));
-        assert!(!tag_matches(&key, &digest, 4, &t));
-        assert!(!tag_matches(&key, &claims_digest(b"claimz"), 5, &t));
-        assert!(!tag_matches(&[4u8; 32], &digest, 5, &t));
+        let (siblings, signature) = ([5u8; 64], [6u8; 64]);
+        let t = *tag(&key, &digest, 2, &siblings, &signature).as_bytes();
+        assert!(tag_matches(&key, &digest, 2, &siblings, &signature, &t));
+        assert!(!tag_matches(&key, &digest, 3, &siblings, &signature, &t));
+        let other = claims_digest(b"claimz");
+        assert!(!tag_matches(&key, &other, 2, &siblings, &signature, &t));
+        assert!(!tag_matches(
+            &[4u8; 32], &digest, 2, &siblings, &signature, &t
+        ));
+        assert!(!tag_matches(
+            &key,
+            &digest,
+            2,
+            &siblings[..32],
+            &signature,
+            &t
+        ));
+        let mut bad_sibling = siblings;
+        bad_sibling[40] ^= 1;
+        assert!(!tag_matches(&key, &digest, 2, &bad_sibling, &signature, &t));
+        let mut bad_signature = signature;
+        bad_signature[0] ^= 1;
+        assert!(!tag_matches(
+            &key,
+            &digest,
+            2,
+            &siblings,
+            &bad_signature,
+            &t
+        ));
     }
 
     #[test]
-    fn leaf_digests_separate_tagged_from_untagged_and_bind_the_position() {
+    fn leaf_digests_bind_the_position() {
         let digest = claims_digest(b"claims");
-        assert_ne!(
-            leaf_digest(&digest, None, 0),
-            leaf_digest(&digest, Some(&[0; 32]), 0)
-        );
-        assert_ne!(leaf_digest(&digest, None, 0), digest);
-        assert_ne!(leaf_digest(&digest, None, 0), leaf_digest(&digest, None, 1));
-        // Tagged leaves bind the position through the tag.
-        let key = [3u8; 32];
-        let (at_0, at_1) = (tag(&key, &digest, 0), tag(&key, &digest, 1));
-        assert_ne!(
-            leaf_digest(&digest, Some(&at_0), 0),
-            leaf_digest(&digest, Some(&at_1), 1)
-        );
+        assert_ne!(leaf_digest(&digest, 0), digest);
+        assert_ne!(leaf_digest(&digest, 0), leaf_digest(&digest, 1));
     }
 }

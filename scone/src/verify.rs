@@ -1,26 +1,46 @@
 //! Verification: the checks every SCONE passes before a handler may see it.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use smallvec::SmallVec;
 use zeroize::Zeroizing;
 
 use crate::clock::{self, Clock};
-use crate::error::{DecodeError, VerifyError};
+use crate::error::{DecodeError, KeyError, VerifyError};
 use crate::ids::{KeyId, ServiceId};
 use crate::keys::{PublicKey, SigningKey};
 use crate::scone::{Scone, DEFAULT_MAX_SCONE_BYTES};
 use crate::seal;
 
-/// The public keys a verifier trusts, by key ID.
+/// The public keys a verifier trusts, each for the services it signs for.
 ///
-/// To rotate, add the new key here everywhere, switch the minter to it, and remove the
+/// A key vouches only for SCONEs of the services it is trusted for: a verifier that trusts
+/// both `cart`'s and `billing`'s keys still refuses a `billing` SCONE signed with `cart`'s
+/// key. One key may be trusted for several services (a server that serves several).
+///
+/// Keys are found by the 8-byte key ID each SCONE names. Two different keys may not share
+/// an ID here: trusting one whose ID is taken by another is refused
+/// ([`KeyError::KeyIdCollision`]), never a silent replacement.
+///
+/// To rotate, trust the new key here everywhere, switch the minter to it, and remove the
 /// old key once the last SCONE it signed has expired.
 #[derive(Clone, Debug, Default)]
 pub struct KeyRing {
-    keys: HashMap<KeyId, PublicKey>,
+    /// The trusted keys by key ID, with the services each signs for.
+    keys: HashMap<KeyId, Trusted>,
+}
+
+/// A trusted key and the services it is trusted for.
+#[derive(Clone, Debug)]
+struct Trusted {
+    /// The key.
+    key: PublicKey,
+    /// Usually one service, so a short list on the stack beats a set.
+    services: SmallVec<[ServiceId; 1]>,
 }
 
 impl KeyRing {
@@ -29,22 +49,88 @@ impl KeyRing {
         Self::default()
     }
 
-    /// Trusts `key`; returns false if it was trusted already.
-    pub fn insert(&mut self, key: PublicKey) -> bool {
-        self.keys.insert(key.key_id(), key).is_none()
+    /// A key ring trusting each of `keys` for `service`. Fails if two different keys share
+    /// a key ID.
+    pub fn for_service(
+        service: ServiceId,
+        keys: impl IntoIterator<Item = PublicKey>,
+    ) -> Result<Self, KeyError> {
+        let mut ring = Self::new();
+        for key in keys {
+            ring.trust(service.clone(), key)?;
+        }
+        Ok(ring)
     }
 
-    /// Stops trusting the key with `key_id`.
+    /// Trusts `key` for SCONEs of `service` (as well as for any service it was trusted
+    /// for already). Trusting it again for the same service changes nothing.
+    ///
+    /// Fails with [`KeyError::KeyIdCollision`] if a different key with the same key ID is
+    /// trusted: the ring keeps the key it had.
+    pub fn trust(&mut self, service: ServiceId, key: PublicKey) -> Result<(), KeyError> {
+        match self.keys.entry(key.key_id()) {
+            Entry::Occupied(mut entry) => {
+                let trusted = entry.get_mut();
+                if trusted.key != key {
+                    return Err(KeyError::KeyIdCollision(key.key_id()));
+                }
+                if !trusted.services.contains(&service) {
+                    trusted.services.push(service);
+                }
+            }
+            Entry::Vacant(entry) => {
+                entry.insert(Trusted {
+                    key,
+                    services: smallvec::smallvec![service],
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops trusting the key with `key_id`, for every service.
     pub fn remove(&mut self, key_id: KeyId) -> Option<PublicKey> {
-        self.keys.remove(&key_id)
+        self.keys.remove(&key_id).map(|trusted| trusted.key)
     }
 
-    /// The trusted key with `key_id`.
+    /// Stops trusting the key with `key_id` for `service` only; returns whether it was
+    /// trusted for it. A key left with no service is removed.
+    pub fn untrust(&mut self, service: &ServiceId, key_id: KeyId) -> bool {
+        let Entry::Occupied(mut entry) = self.keys.entry(key_id) else {
+            return false;
+        };
+        let services = &mut entry.get_mut().services;
+        let Some(at) = services.iter().position(|s| s == service) else {
+            return false;
+        };
+        services.remove(at);
+        if services.is_empty() {
+            entry.remove();
+        }
+        true
+    }
+
+    /// The trusted key with `key_id`, whatever services it is trusted for.
     pub fn get(&self, key_id: KeyId) -> Option<&PublicKey> {
-        self.keys.get(&key_id)
+        self.keys.get(&key_id).map(|trusted| &trusted.key)
     }
 
-    /// How many keys it trusts.
+    /// The key with `key_id`, if it is trusted for `service`.
+    pub fn get_for(&self, service: &ServiceId, key_id: KeyId) -> Option<&PublicKey> {
+        self.keys
+            .get(&key_id)
+            .filter(|trusted| trusted.services.contains(service))
+            .map(|trusted| &trusted.key)
+    }
+
+    /// The services the key with `key_id` is trusted for (empty if it is not trusted).
+    pub fn services(&self, key_id: KeyId) -> &[ServiceId] {
+        self.keys
+            .get(&key_id)
+            .map_or(&[], |trusted| trusted.services.as_slice())
+    }
+
+    /// How many keys it trusts (a key trusted for several services counts once).
     pub fn len(&self) -> usize {
         self.keys.len()
     }
@@ -53,13 +139,20 @@ impl KeyRing {
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
-}
 
-impl FromIterator<PublicKey> for KeyRing {
-    fn from_iter<I: IntoIterator<Item = PublicKey>>(keys: I) -> Self {
-        Self {
-            keys: keys.into_iter().map(|key| (key.key_id(), key)).collect(),
+    /// The key that may have signed `scone`: named by it and trusted for its service.
+    fn key_for(&self, scone: &Scone) -> Result<&PublicKey, VerifyError> {
+        let trusted = self
+            .keys
+            .get(&scone.key_id())
+            .ok_or(VerifyError::UnknownKey(scone.key_id()))?;
+        if !trusted.services.contains(scone.service()) {
+            return Err(VerifyError::KeyNotForService {
+                key_id: scone.key_id(),
+                service: scone.service().clone(),
+            });
         }
+        Ok(&trusted.key)
     }
 }
 
@@ -71,6 +164,12 @@ pub struct VerifierConfig {
     pub clock_skew: Duration,
     /// Largest encoded SCONE accepted, checked before anything is parsed.
     pub max_scone_bytes: usize,
+    /// Longest lifetime (expiry minus issue time) accepted; `None`, the default, accepts
+    /// any. Caps what a stolen SCONE is worth whatever TTL its issuer chose: a verifier
+    /// that knows the issuer's TTL sets this to it (plus a margin), so a SCONE minted with
+    /// a longer one, by mistake or by a misconfigured server, is refused
+    /// ([`VerifyError::LifetimeTooLong`]).
+    pub max_ttl: Option<Duration>,
 }
 
 impl Default for VerifierConfig {
@@ -78,19 +177,23 @@ impl Default for VerifierConfig {
         Self {
             clock_skew: Duration::from_secs(30),
             max_scone_bytes: DEFAULT_MAX_SCONE_BYTES,
+            max_ttl: None,
         }
     }
 }
 
-/// Checks SCONEs: size, shape, service, validity window, then the signature.
+/// Checks SCONEs: size, shape, service, validity window and lifetime, that its key is
+/// trusted for its service, then the signature.
 ///
 /// The cheap checks run first so that junk costs little; the signature check runs last.
 /// A verifier built with [`trusting_own_tags`](Self::trusting_own_tags) accepts a SCONE its
-/// own key minted on the strength of the issuer tag alone (one keyed blake3 hash) and falls
-/// back to the signature for everything else. The tag authenticates the claims (every
-/// field and the state); the rest of the seal (Merkle path, signature) is for public
-/// verifiers and is not checked on that path, so identify a SCONE by its service,
-/// endpoint and version, never by its bytes.
+/// own key minted on the strength of the issuer tag instead (one keyed blake3 hash) and
+/// falls back to the signature for everything else. The tag covers the claims, position,
+/// Merkle path and signature, so the issuer accepts exactly the SCONEs a public verifier
+/// with the same keys accepts (see [the issuer tag](crate::seal#the-issuer-tag)). The tag
+/// itself is not signed: a SCONE whose tag was garbled or stripped is still valid (checked
+/// by its signature), so identify a SCONE by its service, endpoint and version, never by
+/// its bytes.
 #[derive(Clone, Debug)]
 pub struct Verifier {
     /// Public keys by key ID.
@@ -101,12 +204,14 @@ pub struct Verifier {
     clock: Arc<dyn Clock>,
     /// Skew and size limits.
     config: VerifierConfig,
-    /// The issuer's key ID and tag key, when this verifier belongs to the issuing service.
-    own_tag: Option<(KeyId, Arc<Zeroizing<[u8; 32]>>)>,
+    /// The issuer's public key and tag key, when this verifier belongs to the issuing
+    /// service.
+    own_tag: Option<(PublicKey, Arc<Zeroizing<[u8; 32]>>)>,
 }
 
 impl Verifier {
-    /// A verifier trusting `keys`, for any service, with default settings.
+    /// A verifier trusting `keys`, with default settings. It accepts SCONEs of any service
+    /// whose key is trusted for it; [`for_service`](Self::for_service) narrows that to one.
     pub fn new(keys: KeyRing) -> Self {
         Self {
             keys,
@@ -135,11 +240,21 @@ impl Verifier {
         self
     }
 
-    /// Trusts `key`'s public half, and accepts SCONEs it minted by their issuer tag.
-    pub fn trusting_own_tags(mut self, key: &SigningKey) -> Self {
-        self.keys.insert(key.public_key());
-        self.own_tag = Some((key.key_id(), Arc::new(Zeroizing::new(*key.tag_key()))));
-        self
+    /// Trusts `key`'s public half for `service`, and accepts the SCONEs it minted for
+    /// that service by their issuer tag. `service` is the issuing service, normally the
+    /// one given to [`for_service`](Self::for_service); SCONEs `key` minted for other
+    /// services are refused, like those of any key not trusted for their service.
+    ///
+    /// Fails with [`KeyError::KeyIdCollision`] if the ring trusts a different key with the
+    /// same key ID.
+    pub fn trusting_own_tags(
+        mut self,
+        service: ServiceId,
+        key: &SigningKey,
+    ) -> Result<Self, KeyError> {
+        self.keys.trust(service, key.public_key())?;
+        self.own_tag = Some((key.public_key(), Arc::new(Zeroizing::new(*key.tag_key()))));
+        Ok(self)
     }
 
     /// The trusted keys.
@@ -177,18 +292,18 @@ impl Verifier {
             }
         }
         self.check_window(scone)?;
+        // Before the tag path too: removing a key, or not trusting it for this service,
+        // revokes the issuer's shortcut with it.
+        let key = self.keys.key_for(scone)?;
         let claims_digest = scone.claims_digest();
-        if self.issued_by_me(scone, &claims_digest) {
+        let seal = scone.seal();
+        let signature = seal.signature(scone.encoded());
+        if self.issued_by_me(scone, key, &claims_digest, &signature) {
             return Ok(());
         }
-        let key = self
-            .keys
-            .get(scone.key_id())
-            .ok_or(VerifyError::UnknownKey(scone.key_id()))?;
-        let seal = scone.seal();
-        let leaf = seal::leaf_digest(&claims_digest, seal.tag.as_ref(), seal.index);
+        let leaf = seal::leaf_digest(&claims_digest, seal.index);
         let root = seal::root_from_path(leaf, seal.index, seal.siblings(scone.encoded()));
-        let signature = ed25519_dalek::Signature::from_bytes(&seal.signature(scone.encoded()));
+        let signature = ed25519_dalek::Signature::from_bytes(&signature);
         // Strict: rejects non-canonical and small-order encodings, so a signature cannot be
         // altered into another one that still verifies.
         key.ed25519()
@@ -211,19 +326,99 @@ impl Verifier {
                 now_ms,
             });
         }
+        if let Some(max_ttl) = self.config.max_ttl {
+            let max_ttl_ms = u64::try_from(max_ttl.as_millis()).unwrap_or(u64::MAX);
+            let lifetime_ms = scone.expires_at_ms().saturating_sub(scone.issued_at_ms());
+            if lifetime_ms > max_ttl_ms {
+                return Err(VerifyError::LifetimeTooLong {
+                    lifetime_ms,
+                    max_ttl_ms,
+                });
+            }
+        }
         Ok(())
     }
 
-    fn issued_by_me(&self, scone: &Scone, claims_digest: &seal::Digest) -> bool {
+    /// Whether `scone`, whose trusted key is `key`, carries this issuer's tag over its
+    /// claims, position, path and signature.
+    fn issued_by_me(
+        &self,
+        scone: &Scone,
+        key: &PublicKey,
+        claims_digest: &seal::Digest,
+        signature: &[u8; 64],
+    ) -> bool {
         match (&self.own_tag, &scone.seal().tag) {
-            // Only while the key is still trusted: removing it from the ring revokes the
-            // tag path too.
-            (Some((key_id, tag_key)), Some(tag))
-                if *key_id == scone.key_id() && self.keys.get(*key_id).is_some() =>
-            {
-                seal::tag_matches(tag_key, claims_digest, scone.seal().index, tag)
-            }
+            (Some((own_key, tag_key)), Some(tag)) if own_key == key => seal::tag_matches(
+                tag_key,
+                claims_digest,
+                scone.seal().index,
+                scone.seal().siblings(scone.encoded()),
+                signature,
+                tag,
+            ),
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(name: &str) -> ServiceId {
+        ServiceId::new(name).unwrap()
+    }
+
+    #[test]
+    fn a_different_key_with_a_trusted_key_id_is_refused_not_swapped_in() {
+        let trusted = SigningKey::from_seed(&[1; 32]).public_key();
+        let impostor = SigningKey::from_seed(&[2; 32])
+            .public_key()
+            .with_key_id(trusted.key_id());
+        let mut ring = KeyRing::for_service(service("cart"), [trusted]).unwrap();
+        for svc in ["cart", "billing"] {
+            assert!(matches!(
+                ring.trust(service(svc), impostor),
+                Err(KeyError::KeyIdCollision(id)) if id == trusted.key_id()
+            ));
+        }
+        assert_eq!(ring.get(trusted.key_id()), Some(&trusted));
+        assert_eq!(ring.services(trusted.key_id()), [service("cart")]);
+        assert!(matches!(
+            KeyRing::for_service(service("cart"), [trusted, impostor]),
+            Err(KeyError::KeyIdCollision(_))
+        ));
+        // The issuer's own key is refused the same way.
+        let own = SigningKey::from_seed(&[3; 32]);
+        let colliding = SigningKey::from_seed(&[4; 32])
+            .public_key()
+            .with_key_id(own.key_id());
+        let ring = KeyRing::for_service(service("cart"), [colliding]).unwrap();
+        assert!(matches!(
+            Verifier::new(ring).trusting_own_tags(service("cart"), &own),
+            Err(KeyError::KeyIdCollision(_))
+        ));
+    }
+
+    #[test]
+    fn one_key_may_be_trusted_for_several_services_and_untrusted_for_one() {
+        let key = SigningKey::from_seed(&[1; 32]).public_key();
+        let mut ring = KeyRing::new();
+        ring.trust(service("cart"), key).unwrap();
+        ring.trust(service("billing"), key).unwrap();
+        ring.trust(service("cart"), key).unwrap();
+        assert_eq!(ring.len(), 1);
+        assert_eq!(
+            ring.services(key.key_id()),
+            [service("cart"), service("billing")]
+        );
+        assert_eq!(ring.get_for(&service("billing"), key.key_id()), Some(&key));
+        assert_eq!(ring.get_for(&service("ledger"), key.key_id()), None);
+        assert!(ring.untrust(&service("cart"), key.key_id()));
+        assert!(!ring.untrust(&service("cart"), key.key_id()));
+        assert_eq!(ring.get_for(&service("cart"), key.key_id()), None);
+        assert!(ring.untrust(&service("billing"), key.key_id()));
+        assert!(ring.is_empty());
     }
 }

@@ -30,7 +30,7 @@ fn fixture(seed: u8) -> Fixture {
     let clock = ManualClock::new(NOW_MS);
     let key = SigningKey::from_seed(&[seed; 32]);
     let minter = Minter::new(key.clone()).with_clock(clock.clone());
-    let verifier = Verifier::new(KeyRing::from_iter([key.public_key()]))
+    let verifier = Verifier::new(KeyRing::for_service(cart(), [key.public_key()]).unwrap())
         .for_service(cart())
         .with_clock(clock.clone());
     Fixture {
@@ -144,11 +144,11 @@ fn scones_signed_by_an_unknown_key_are_rejected() {
 #[test]
 fn oversize_scones_are_rejected_before_parsing() {
     let f = fixture(1);
-    let small =
-        Verifier::new(KeyRing::from_iter([f.key.public_key()])).with_config(VerifierConfig {
-            max_scone_bytes: 512,
-            ..VerifierConfig::default()
-        });
+    let ring = KeyRing::for_service(cart(), [f.key.public_key()]).unwrap();
+    let small = Verifier::new(ring).with_config(VerifierConfig {
+        max_scone_bytes: 512,
+        ..VerifierConfig::default()
+    });
     let scone = f.minter.mint(draft(&[1; 600])).unwrap();
     let err = small.decode(scone.encoded().clone()).unwrap_err();
     assert_eq!(err.reason(), RejectReason::TooLarge, "{err}");
@@ -206,10 +206,9 @@ fn trailing_bytes_are_rejected() {
 fn key_rotation_accepts_both_keys_until_the_old_one_is_removed() {
     let old = fixture(1);
     let new = fixture(2);
-    let mut verifier = Verifier::new(KeyRing::from_iter([
-        old.key.public_key(),
-        new.key.public_key(),
-    ]))
+    let mut verifier = Verifier::new(
+        KeyRing::for_service(cart(), [old.key.public_key(), new.key.public_key()]).unwrap(),
+    )
     .with_clock(old.clock.clone());
     let by_old = old.minter.mint(draft(b"old")).unwrap();
     let by_new = new.minter.mint(draft(b"new")).unwrap();
@@ -259,27 +258,126 @@ fn a_batch_member_with_another_members_path_fails() {
     ));
 }
 
-/// The seal's encoded length (wire format v1): tag (option byte, length byte, 32),
-/// index (one byte below 128), siblings (length byte, 32 per level), signature (1 + 64).
+/// The seal's encoded length (wire format v1) of a tagged SCONE: tag (option byte,
+/// length byte, 32), index (one byte below 128), siblings (length byte, 32 per level),
+/// signature (1 + 64).
 fn seal_len(scone: &Scone) -> usize {
     let depth = scone.batch_size_bound().trailing_zeros() as usize;
     (1 + 1 + 32) + 1 + (1 + 32 * depth) + (1 + 64)
 }
 
+/// Where a tagged SCONE's tag, siblings and signature sit in its bytes (see `seal_len`).
+fn tag_bytes(scone: &Scone) -> std::ops::Range<usize> {
+    let start = scone.encoded_len() - seal_len(scone) + 2;
+    start..start + 32
+}
+
+fn siblings_bytes(scone: &Scone) -> std::ops::Range<usize> {
+    let depth = scone.batch_size_bound().trailing_zeros() as usize;
+    let start = tag_bytes(scone).end + 1 + 1;
+    start..start + 32 * depth
+}
+
+fn signature_bytes(scone: &Scone) -> std::ops::Range<usize> {
+    scone.encoded_len() - 64..scone.encoded_len()
+}
+
+/// The issuer skips the signature check for its own SCONEs, yet accepts exactly what a
+/// public verifier accepts: the signature and the Merkle path are covered by the tag, so
+/// flipping a bit of any of their bytes makes both refuse. (One bit per byte, a different
+/// one each time, to keep the test fast without optimisation; the property test above
+/// flips any bit at random.)
+#[test]
+fn the_issuer_and_the_public_agree_on_every_bit_of_signature_and_path() {
+    let f = fixture(1);
+    let issuer = f
+        .verifier
+        .clone()
+        .trusting_own_tags(cart(), &f.key)
+        .unwrap();
+    let drafts: Vec<_> = (0..5).map(|i| Draft::new(cart(), endpoint(i))).collect();
+    let batch = f.minter.mint_batch(&drafts).unwrap();
+    // A member with a left and a right turn (index 2 of 5, whose path also holds the
+    // empty node), and one minted alone.
+    for scone in [&batch[2], &f.minter.mint(draft(b"alone")).unwrap()] {
+        assert!(scone.has_tag());
+        assert!(issuer.verify(scone).is_ok() && f.verifier.verify(scone).is_ok());
+        let (siblings, signature) = (siblings_bytes(scone), signature_bytes(scone));
+        assert_eq!(
+            signature.start,
+            siblings.end + 1,
+            "layout as `seal_len` says"
+        );
+        for byte in siblings.chain(signature) {
+            let bit = byte % 8;
+            let mut bytes = scone.encoded().to_vec();
+            bytes[byte] ^= 1 << bit;
+            let by_issuer = issuer.decode(bytes.clone());
+            let by_public = f.verifier.decode(bytes);
+            assert!(
+                by_issuer.is_err() && by_public.is_err(),
+                "byte {byte} bit {bit}: issuer {by_issuer:?}, public {by_public:?}"
+            );
+        }
+    }
+}
+
+/// The tag is not under the signature: a wrong tag (or none) leaves a SCONE with a good
+/// signature valid for everyone, the issuer checking its signature instead.
+#[test]
+fn a_wrong_or_missing_tag_with_a_good_signature_is_valid_for_both() {
+    let f = fixture(1);
+    let issuer = f
+        .verifier
+        .clone()
+        .trusting_own_tags(cart(), &f.key)
+        .unwrap();
+    let scone = f.minter.mint(draft(b"tagged")).unwrap();
+    let tag = tag_bytes(&scone);
+
+    let mut wrong = scone.encoded().to_vec();
+    wrong[tag.start + 7] ^= 0x10;
+    assert!(issuer.decode(wrong.clone()).is_ok());
+    assert!(f.verifier.decode(wrong).is_ok());
+
+    // The option byte says "none" and the 33 bytes of the tag go.
+    let mut stripped = scone.encoded().to_vec();
+    assert_eq!(stripped[tag.start - 2], 1, "the tag's option byte");
+    stripped.splice(tag.start - 2..tag.end, [0]);
+    let stripped = Scone::decode(stripped).unwrap();
+    assert!(!stripped.has_tag());
+    assert!(issuer.verify(&stripped).is_ok());
+    assert!(f.verifier.verify(&stripped).is_ok());
+
+    // A good tag does not rescue bad claims.
+    let mut tampered = scone.encoded().to_vec();
+    let at = tampered.windows(6).position(|w| w == b"tagged").unwrap();
+    tampered[at] = b'T';
+    assert!(issuer.decode(tampered.clone()).is_err());
+    assert!(f.verifier.decode(tampered).is_err());
+}
+
 #[test]
 fn the_issuer_accepts_its_own_tag_and_still_rejects_tampered_claims() {
     let f = fixture(1);
-    let issuer = f.verifier.clone().trusting_own_tags(&f.key);
+    let issuer = f
+        .verifier
+        .clone()
+        .trusting_own_tags(cart(), &f.key)
+        .unwrap();
     let scone = f.minter.mint(draft(b"tagged")).unwrap();
     assert!(scone.has_tag());
     assert!(issuer.verify(&scone).is_ok());
 
-    // Break the signature: the issuer still recognises its claims by the tag, while a
-    // public verifier refuses it.
+    // Break the signature: the tag covers it, so the issuer refuses it just as a public
+    // verifier does.
     let mut bytes = scone.encoded().to_vec();
     let last = bytes.len() - 1;
     bytes[last] ^= 0x01;
-    assert!(issuer.decode(bytes.clone()).is_ok());
+    assert!(matches!(
+        issuer.decode(bytes.clone()),
+        Err(VerifyError::BadSignature)
+    ));
     assert!(f.verifier.decode(bytes).is_err());
 
     // Tamper with the state: tag and signature both fail.
@@ -304,7 +402,8 @@ fn a_minter_without_tags_mints_scones_the_issuer_checks_by_signature() {
     assert!(f
         .verifier
         .clone()
-        .trusting_own_tags(&f.key)
+        .trusting_own_tags(cart(), &f.key)
+        .unwrap()
         .verify(&scone)
         .is_ok());
 }
@@ -363,6 +462,9 @@ proptest! {
         prop_assert_eq!(postcard::from_bytes::<Scone>(&wire).unwrap(), back);
     }
 
+    /// Any bit outside the issuer tag breaks the SCONE for the issuer and the public alike;
+    /// a bit of the tag (not under the signature) breaks it for neither, the issuer falling
+    /// back to the signature.
     #[test]
     fn flipping_any_single_bit_fails_verification(
         draft in arb_draft(),
@@ -370,16 +472,24 @@ proptest! {
         bit in any::<prop::sample::Index>(),
     ) {
         let f = fixture(1);
-        let verifier = Verifier::new(KeyRing::from_iter([f.key.public_key()]))
+        let ring = KeyRing::for_service(draft.service.clone(), [f.key.public_key()]).unwrap();
+        let public = Verifier::new(ring)
             .for_service(draft.service.clone())
             .with_clock(f.clock.clone());
+        let issuer = public.clone().trusting_own_tags(draft.service.clone(), &f.key).unwrap();
         let scones = f.minter.mint_batch(&vec![draft; batch]).unwrap();
         let scone = &scones[batch - 1];
-        prop_assert!(verifier.verify(scone).is_ok());
+        prop_assert!(public.verify(scone).is_ok());
+        prop_assert!(issuer.verify(scone).is_ok());
         let mut bytes = scone.encoded().to_vec();
         let bit = bit.index(bytes.len() * 8);
         bytes[bit / 8] ^= 1 << (bit % 8);
-        prop_assert!(verifier.decode(bytes).is_err(), "bit {} flipped and still valid", bit);
+        let tag = tag_bytes(scone);
+        let in_tag = tag.contains(&(bit / 8));
+        let by_public = public.decode(bytes.clone()).is_ok();
+        let by_issuer = issuer.decode(bytes).is_ok();
+        prop_assert_eq!(by_public, in_tag, "bit {} (tag at {:?}): public verifier", bit, tag);
+        prop_assert_eq!(by_issuer, in_tag, "bit {} (tag at {:?}): issuer", bit, tag);
     }
 
     #[test]
@@ -413,7 +523,11 @@ fn scones_signed_with_precomputed_nonces_verify_publicly() {
 #[test]
 fn removing_the_issuers_key_revokes_its_tag_path_too() {
     let f = fixture(1);
-    let mut issuer = f.verifier.clone().trusting_own_tags(&f.key);
+    let mut issuer = f
+        .verifier
+        .clone()
+        .trusting_own_tags(cart(), &f.key)
+        .unwrap();
     let scone = f.minter.mint(draft(b"tagged")).unwrap();
     assert!(issuer.verify(&scone).is_ok());
     issuer.keys_mut().remove(f.key.key_id());

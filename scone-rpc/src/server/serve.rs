@@ -5,10 +5,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use scone::clock::Clock;
 use scone::context::{self, SconeContext};
+use scone::sealed::StateSealer;
 use scone::{
-    BundleError, BundleLimits, Draft, EndpointId, KeyRing, Minter, MinterConfig, PublicKey, Scone,
-    SconeBundle, ServiceId, SigningKey, Verifier, VerifierConfig,
+    BundleError, BundleLimits, Draft, EndpointId, KeyRing, Minter, MinterConfig, PublicKey,
+    RejectReason, Scone, SconeBundle, ServiceId, SigningKey, Verifier, VerifierConfig,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -19,6 +21,7 @@ use crate::envelope::{
     Outcome, Refusal, RefusalKind, RequestEnvelope, ResponseEnvelope, WireScones, WireSconesError,
     ENVELOPE_VERSION,
 };
+use crate::server::replay::{SessionKey, Watermark, Watermarks};
 use crate::server::signer::{GroupSigner, SigningStats};
 
 /// Settings of a [`SconeLayer`].
@@ -36,7 +39,25 @@ pub struct LayerConfig {
     pub max_signing_group: usize,
     /// Precomputed signing nonces kept ready by a background thread; 0 signs the
     /// RFC 8032 way, computing each nonce on the request path (see `scone::presign`).
+    /// The pool is safe across `fork()`, but set 0 where the process or its VM may be
+    /// restored from a snapshot or checkpoint: a restored copy would spend the same
+    /// nonces again, and two signatures with one nonce reveal the key.
     pub presigned_nonces: usize,
+    /// Renews a SCONE that a request reads without changing once it is past half its
+    /// lifetime (a new version with the same state and a fresh expiry), so a client that
+    /// only reads keeps its session; each session is re-signed at most once per half TTL.
+    pub renew: bool,
+    /// The opt-in replay guard for client-held state (see [`replay`](super::replay)):
+    /// refuses older versions of a session than one already issued. `None` keeps nothing.
+    pub replay_guard: Option<Arc<dyn Watermarks>>,
+    /// Where time comes from: stamps, expiry checks, renewal. Tests pass a manual clock.
+    pub clock: Arc<dyn Clock>,
+    /// Seals the state (see `scone::sealed`): holders and relays see the claims, not the
+    /// state; only servers holding the signing key open it. Nothing in a SCONE says
+    /// whether its state is sealed, so every server of a service must set this alike: a
+    /// sealed server refuses a state it cannot open (minted unsealed, or under a key it
+    /// no longer holds), and switching a live service over ends its open sessions.
+    pub sealed_state: bool,
 }
 
 impl Default for LayerConfig {
@@ -48,6 +69,10 @@ impl Default for LayerConfig {
             bundle_limits: BundleLimits::default(),
             max_signing_group: 64,
             presigned_nonces: 256,
+            renew: true,
+            replay_guard: None,
+            clock: Arc::new(scone::SystemClock),
+            sealed_state: false,
         }
     }
 }
@@ -60,6 +85,8 @@ struct Shared {
     verifier: Verifier,
     /// Signs new SCONEs in groups.
     signer: Arc<GroupSigner>,
+    /// Seals outgoing states and opens incoming ones, when the service seals its state.
+    sealer: Option<StateSealer>,
     /// Settings.
     config: LayerConfig,
 }
@@ -81,7 +108,11 @@ impl SconeLayer {
         Self::with_config(service, key, KeyRing::new(), LayerConfig::default())
     }
 
-    /// A layer that also accepts SCONEs signed by `older_keys` (during a key rotation).
+    /// A layer that also accepts SCONEs signed by `older_keys` (during a key rotation),
+    /// which must be trusted for `service` ([`KeyRing::for_service`]).
+    ///
+    /// Fails if the nonce pool's thread cannot start, or if `older_keys` holds a different
+    /// key with the signing key's key ID.
     pub fn with_config(
         service: ServiceId,
         key: SigningKey,
@@ -93,13 +124,19 @@ impl SconeLayer {
             .with_config(VerifierConfig {
                 clock_skew: config.clock_skew,
                 max_scone_bytes: config.max_scone_bytes,
+                ..VerifierConfig::default()
             })
-            .trusting_own_tags(&key);
-        let mut minter = Minter::new(key).with_config(MinterConfig {
-            default_ttl: config.ttl,
-            max_scone_bytes: config.max_scone_bytes,
-            issuer_tag: true,
-        });
+            .with_clock(Arc::clone(&config.clock))
+            .trusting_own_tags(service.clone(), &key)
+            .map_err(std::io::Error::other)?;
+        let sealer = config.sealed_state.then(|| StateSealer::new(&key));
+        let mut minter = Minter::new(key)
+            .with_config(MinterConfig {
+                default_ttl: config.ttl,
+                max_scone_bytes: config.max_scone_bytes,
+                issuer_tag: true,
+            })
+            .with_clock(Arc::clone(&config.clock));
         if config.presigned_nonces > 0 {
             minter = minter.with_nonce_pool(config.presigned_nonces)?;
         }
@@ -108,6 +145,7 @@ impl SconeLayer {
                 service,
                 verifier,
                 signer: GroupSigner::new(minter, config.max_signing_group),
+                sealer,
                 config,
             }),
         })
@@ -175,7 +213,17 @@ impl Shared {
         let (ours, carried) = self.admit(request.scones)?;
         let inner_request = postcard::from_bytes(&request.body)
             .map_err(|error| self.refuse(RefusalKind::BadRequest, error.to_string()))?;
-        Ok((SconeContext::new(ours).with_carried(carried), inner_request))
+        let mut scope = SconeContext::new(ours).with_carried(carried);
+        if let Some(sealer) = &self.sealer {
+            // After verification: only a SCONE we signed is worth opening.
+            scope
+                .open_incoming(&self.service, sealer)
+                .map_err(|error| {
+                    tracing::debug!(service = %self.service, %error, "refused a sealed state");
+                    self.refuse(RefusalKind::Scone(error.reason()), error.to_string())
+                })?;
+        }
+        Ok((scope, inner_request))
     }
 
     /// Splits the request's SCONEs into ours (verified) and other services' (carried).
@@ -200,6 +248,14 @@ impl Shared {
                     tracing::debug!(service = %self.service, %error, "refused a scone");
                     return Err(self.refuse(RefusalKind::Scone(error.reason()), error.to_string()));
                 }
+                if let Some(guard) = &self.config.replay_guard {
+                    if let Err(stale) = guard.admit(&SessionKey::of(&scone), scone.version()) {
+                        tracing::debug!(service = %self.service, %stale, "refused a replay");
+                        return Err(
+                            self.refuse(RefusalKind::Scone(RejectReason::Stale), stale.to_string())
+                        );
+                    }
+                }
                 &mut ours
             } else {
                 &mut carried
@@ -223,6 +279,52 @@ impl Shared {
             }
         };
         Ok(draft.with_status(write.status))
+    }
+
+    /// A renewal of `incoming` if a request that changed nothing should get one: past
+    /// half its lifetime, same state, next version, fresh expiry.
+    fn renewal(&self, incoming: &Scone) -> Option<Draft> {
+        let (issued, expires) = (incoming.issued_at_ms(), incoming.expires_at_ms());
+        let half_life = issued.saturating_add(expires.saturating_sub(issued) / 2);
+        if !(self.config.renew && self.config.clock.now_ms() >= half_life) {
+            return None;
+        }
+        // A sealed state is bound to its version: renew from the plaintext (opened in
+        // admission already, so this cannot fail but for a bug; then no renewal).
+        let state = match &self.sealer {
+            Some(sealer) => sealer.open_scone(incoming).ok()?,
+            None => incoming.state().to_vec(),
+        };
+        Some(incoming.successor(state))
+    }
+
+    /// Seals `draft`'s state if the service seals, signs it, then claims its version from
+    /// the replay guard, if there is one: a SCONE whose version another request claimed
+    /// first never leaves.
+    async fn mint(&self, mut draft: Draft) -> Result<Scone, ResponseEnvelope> {
+        if let Some(sealer) = &self.sealer {
+            // Last, once service, endpoint, object and version are final: they are bound.
+            sealer
+                .seal_draft(&mut draft)
+                .map_err(|error| self.refuse(RefusalKind::MintFailed, error.to_string()))?;
+        }
+        let minted = match self.signer.mint(draft).await {
+            Ok(Ok(minted)) => minted,
+            Ok(Err(error)) => return Err(self.refuse(RefusalKind::MintFailed, error.to_string())),
+            Err(gone) => return Err(self.refuse(RefusalKind::MintFailed, gone.to_string())),
+        };
+        if let Some(guard) = &self.config.replay_guard {
+            let skew_ms = u64::try_from(self.config.clock_skew.as_millis()).unwrap_or(u64::MAX);
+            let mark = Watermark {
+                version: minted.version(),
+                keep_until_ms: minted.expires_at_ms().saturating_add(skew_ms),
+            };
+            if let Err(stale) = guard.claim(&SessionKey::of(&minted), mark) {
+                // Another request on this session, from the same version, won the race.
+                return Err(self.refuse(RefusalKind::Scone(RejectReason::Stale), stale.to_string()));
+            }
+        }
+        Ok(minted)
     }
 }
 
@@ -308,15 +410,23 @@ where
                 Ok(draft) => draft,
                 Err(refusal) => return Ok(refusal),
             };
-            let minted = match shared.signer.mint(draft).await {
-                Ok(Ok(minted)) => minted,
-                Ok(Err(error)) => {
-                    return Ok(shared.refuse(RefusalKind::MintFailed, error.to_string()))
-                }
-                Err(gone) => return Ok(shared.refuse(RefusalKind::MintFailed, gone.to_string())),
-            };
-            scones.push(minted.into_encoded());
+            match shared.mint(draft).await {
+                Ok(minted) => scones.push(minted.into_encoded()),
+                Err(refusal) => return Ok(refusal),
+            }
             minted_ours = true;
+        }
+        if !minted_ours {
+            if let Some(draft) = incoming
+                .get(&shared.service)
+                .and_then(|s| shared.renewal(s))
+            {
+                match shared.mint(draft).await {
+                    Ok(renewed) => scones.push(renewed.into_encoded()),
+                    Err(refusal) => return Ok(refusal),
+                }
+                minted_ours = true;
+            }
         }
         // Back-ends' SCONEs pass through; a fresh one of ours supersedes any forwarded.
         for scone in forwarded {

@@ -3,10 +3,16 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use scone::{KeyRing, Scone, SconeBundle, SigningKey, Verifier};
+use scone::{KeyRing, Scone, SconeBundle, ServiceId, SigningKey, Verifier};
 
 fuzz_target!(|data: &[u8]| {
-    let verifier = Verifier::new(KeyRing::from_iter([SigningKey::from_seed(&[1; 32]).public_key()]));
+    let verifier = Verifier::new(
+        KeyRing::for_service(
+            ServiceId::new("fuzz").expect("a valid name"),
+            [SigningKey::from_seed(&[1; 32]).public_key()],
+        )
+        .expect("one key"),
+    );
     if let Ok(scone) = Scone::decode(data.to_vec()) {
         // Whatever decodes survives the text form and serde, unchanged.
         let again = Scone::from_text(&scone.to_text()).expect("text round trip");

@@ -21,12 +21,16 @@ pub struct InspectArgs {
     // Base64url keys may start with '-' (1 in 64): never mistake one for a flag.
     #[arg(long = "pubkey", value_name = "KEY", allow_hyphen_values = true)]
     pubkeys: Vec<PublicKey>,
-    /// The service the SCONE must belong to.
+    /// The service the SCONE must belong to; the keys are trusted for it alone. Without
+    /// it, the keys are trusted for whatever service the SCONE names.
     #[arg(long, allow_hyphen_values = true)]
     service: Option<ServiceId>,
     /// How far the issuer's clock may differ from ours when checking expiry.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     clock_skew: Duration,
+    /// Refuse a SCONE valid for longer than this from issue to expiry (for example 30m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    max_ttl: Option<Duration>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -44,12 +48,16 @@ pub struct VerifyArgs {
         allow_hyphen_values = true
     )]
     pubkeys: Vec<PublicKey>,
-    /// The service the SCONE must belong to.
+    /// The service the SCONE must belong to; the keys are trusted for it alone. Without
+    /// it, the keys are trusted for whatever service the SCONE names.
     #[arg(long, allow_hyphen_values = true)]
     service: Option<ServiceId>,
     /// How far the issuer's clock may differ from ours when checking expiry.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     clock_skew: Duration,
+    /// Refuse a SCONE valid for longer than this from issue to expiry (for example 30m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    max_ttl: Option<Duration>,
 }
 
 /// The outcome of checking a decoded SCONE.
@@ -67,6 +75,8 @@ impl Verdict {
             Verdict::Invalid(VerifyError::Expired { .. }) => "expired",
             Verdict::Invalid(VerifyError::NotYetValid { .. }) => "not yet valid",
             Verdict::Invalid(VerifyError::UnknownKey(_)) => "unknown key",
+            Verdict::Invalid(VerifyError::KeyNotForService { .. }) => "key not for this service",
+            Verdict::Invalid(VerifyError::LifetimeTooLong { .. }) => "lifetime too long",
             Verdict::Invalid(VerifyError::WrongService { .. }) => "wrong service",
             Verdict::Invalid(VerifyError::BadSignature) => "bad signature",
             Verdict::Invalid(VerifyError::Decode(DecodeError::TooLarge { .. })) => "too large",
@@ -110,14 +120,17 @@ fn read_scone(arg: Option<&str>) -> anyhow::Result<Scone> {
     Scone::from_text(&text).context("could not decode the scone")
 }
 
-fn check(
-    scone: &Scone,
-    pubkeys: &[PublicKey],
-    service: Option<&ServiceId>,
+/// What `inspect` and `verify` check a SCONE against.
+struct Checks<'a> {
+    pubkeys: &'a [PublicKey],
+    service: Option<&'a ServiceId>,
     clock_skew: Duration,
-) -> Verdict {
-    if pubkeys.is_empty() {
-        return match service {
+    max_ttl: Option<Duration>,
+}
+
+fn check(scone: &Scone, checks: &Checks<'_>) -> anyhow::Result<Verdict> {
+    if checks.pubkeys.is_empty() {
+        return Ok(match checks.service {
             Some(expected) if scone.service() != expected => {
                 Verdict::Invalid(VerifyError::WrongService {
                     expected: expected.clone(),
@@ -125,30 +138,38 @@ fn check(
                 })
             }
             _ => Verdict::NotVerified,
-        };
-    }
-    let mut verifier =
-        Verifier::new(pubkeys.iter().copied().collect::<KeyRing>()).with_config(VerifierConfig {
-            clock_skew,
-            ..VerifierConfig::default()
         });
-    if let Some(service) = service {
+    }
+    // The user names the keys for this one SCONE: without --service, that is a statement
+    // about the service it names.
+    let trusted_for = checks.service.unwrap_or(scone.service());
+    let keys = KeyRing::for_service(trusted_for.clone(), checks.pubkeys.iter().copied())
+        .context("the --pubkey keys cannot be trusted together")?;
+    let mut verifier = Verifier::new(keys).with_config(VerifierConfig {
+        clock_skew: checks.clock_skew,
+        max_ttl: checks.max_ttl,
+        ..VerifierConfig::default()
+    });
+    if let Some(service) = checks.service {
         verifier = verifier.for_service(service.clone());
     }
-    match verifier.verify(scone) {
+    Ok(match verifier.verify(scone) {
         Ok(()) => Verdict::Valid,
         Err(error) => Verdict::Invalid(error),
-    }
+    })
 }
 
 pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let scone = read_scone(args.scone.as_deref())?;
     let verdict = check(
         &scone,
-        &args.pubkeys,
-        args.service.as_ref(),
-        args.clock_skew,
-    );
+        &Checks {
+            pubkeys: &args.pubkeys,
+            service: args.service.as_ref(),
+            clock_skew: args.clock_skew,
+            max_ttl: args.max_ttl,
+        },
+    )?;
     match &verdict {
         Verdict::Valid => println!("valid"),
         other => println!("{}: {}", other.word(), other.detail()),
@@ -160,10 +181,13 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     let scone = read_scone(args.scone.as_deref())?;
     let verdict = check(
         &scone,
-        &args.pubkeys,
-        args.service.as_ref(),
-        args.clock_skew,
-    );
+        &Checks {
+            pubkeys: &args.pubkeys,
+            service: args.service.as_ref(),
+            clock_skew: args.clock_skew,
+            max_ttl: args.max_ttl,
+        },
+    )?;
     if args.json {
         println!(
             "{}",
