@@ -26,7 +26,10 @@
 //! layer: presigned nonces, group signing), `scone-single` (one signature per SCONE),
 //! `scone-read` (the state is carried and verified on every call but never changes, so
 //! nothing is minted: the cost of carrying alone), and on request `scone-mt` (the layer on
-//! tokio's work-stealing runtime instead of our thread-per-core workers).
+//! tokio's work-stealing runtime instead of our thread-per-core workers), `scone-guarded`
+//! (with the replay guard: one watermark per session, checked and claimed on every call;
+//! its memory is measured beside the baseline's) and `scone-sealed` (the state sealed with
+//! XChaCha20-Poly1305 on every mint and opened on every call).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -219,6 +222,9 @@ fn run_server(mode: &str) {
                     scone::KeyRing::new(),
                     LayerConfig {
                         max_signing_group: group,
+                        replay_guard: (scone_mode == "scone-guarded")
+                            .then(|| Arc::new(scone_rpc::server::MemoryWatermarks::default()) as _),
+                        sealed_state: scone_mode == "scone-sealed",
                         ..LayerConfig::default()
                     },
                 )
@@ -502,7 +508,15 @@ fn main() {
         // VS_BASELINE_MODES=scone (say) runs the modes named, once, for profiling;
         // `scone-mt` (the layer on tokio's work-stealing runtime) runs only when named.
         let only = std::env::var("VS_BASELINE_MODES").unwrap_or_default();
-        let modes: Vec<&str> = ["baseline", "scone", "scone-single", "scone-read", "scone-mt"]
+        let modes: Vec<&str> = [
+            "baseline",
+            "scone",
+            "scone-guarded",
+            "scone-sealed",
+            "scone-single",
+            "scone-read",
+            "scone-mt",
+        ]
             .into_iter()
             .filter(|mode| match only.is_empty() {
                 true => *mode != "scone-mt",
@@ -543,7 +557,7 @@ fn main() {
         drop(servers);
 
         let mut memory = HashMap::new();
-        for mode in ["baseline", "scone"].into_iter().filter(|m| modes.contains(m)) {
+        for mode in ["baseline", "scone", "scone-guarded"].into_iter().filter(|m| modes.contains(m)) {
             let server = ServerProcess::start(mode);
             let small = rss_after_sessions(mode, &server, SESSIONS_SMALL).await;
             let large = rss_after_sessions(mode, &server, SESSIONS_LARGE - SESSIONS_SMALL).await;
@@ -581,6 +595,8 @@ fn main() {
             .collect();
         println!("scone throughput ratio by round: {}", per_round.join(" "));
         for (mode, what) in [
+            ("scone-guarded", "with the replay guard"),
+            ("scone-sealed", "state sealed with XChaCha20-Poly1305"),
             ("scone-single", "one signature per SCONE"),
             ("scone-read", "carried and verified, never re-minted"),
             ("scone-mt", "on the work-stealing runtime"),
