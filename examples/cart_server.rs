@@ -1,7 +1,7 @@
 //! A cart server that keeps no per-client state.
 //!
 //! ```sh
-//! cargo run -p scone -- keygen --out cart.key
+//! cargo run -p scone-cli -- keygen --out cart.key
 //! cargo run --example cart-server -- --key cart.key --listen 127.0.0.1:7000
 //! ```
 //!

@@ -10,7 +10,7 @@ use anyhow::{ensure, Context};
 use scone::context::{self, SconeContext};
 use scone::{
     Draft, EndpointId, KeyRing, Minter, Scone, SconeBundle, SconeCache, ServiceId, SigningKey,
-    Verifier, VerifyError,
+    StateFormat, Verifier, VerifyError,
 };
 
 fn step(text: &str) {
@@ -29,7 +29,7 @@ fn main() -> anyhow::Result<()> {
 
     step("2. First request: no state, so the handler starts a session and writes its state");
     let (written, ctx) = context::sync_scope(SconeContext::default(), || {
-        context::write_state(&cart, br#"{"items":["apple"]}"#.to_vec())
+        context::write_state_as(&cart, br#"{"items":["apple"]}"#.to_vec(), StateFormat::Json)
     });
     written?;
     let write = ctx
@@ -65,7 +65,11 @@ fn main() -> anyhow::Result<()> {
             .ok()
             .flatten()
             .map(|s| s.state().to_vec());
-        let _ = context::write_state(&cart, br#"{"items":["apple","pear"]}"#.to_vec());
+        let _ = context::write_state_as(
+            &cart,
+            br#"{"items":["apple","pear"]}"#.to_vec(),
+            StateFormat::Json,
+        );
         seen
     });
     ensure!(

@@ -1,5 +1,5 @@
 //! Two tiers, neither keeping state: a wallet front-end calls a ledger back-end, and the
-//! ledger's SCONE reaches the client through the wallet (seed 002: entrusted to the client).
+//! ledger's SCONE is entrusted to the client through the wallet.
 //!
 //! `cargo run --example tiers` runs both servers on 127.0.0.1, makes deposits, restarts
 //! both tiers, and exits 0 when every check passed.
@@ -100,6 +100,29 @@ async fn main() -> anyhow::Result<()> {
     ensure!(
         (view.balance, view.entries, view.operations) == (75, 3, 3),
         "check failed: both states continued: {view:?}"
+    );
+
+    println!("== 3. Keep a copy of the SCONEs, spend, and replay the copy: refused");
+    let (wallet_id, ledger_id) = (ServiceId::new("wallet")?, ServiceId::new("ledger")?);
+    let copy = SconeStore::default();
+    copy.put(store.get(&wallet_id).context("the wallet's SCONE")?);
+    copy.put_via(
+        &wallet_id,
+        store
+            .get_via(&wallet_id, &ledger_id)
+            .context("the ledger's SCONE")?,
+    );
+    let spent = client
+        .deposit(context::current(), -75)
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    println!("   deposit  -75 -> balance {}", spent.balance);
+    let replayer = tiers::connect_wallet(running.wallet_addr, copy).await?;
+    let replayed = replayer.deposit(context::current(), -75).await?;
+    println!("   the same -75 again from the copy -> {replayed:?}");
+    ensure!(
+        replayed.as_ref().is_err_and(|e| e.contains("scone-stale")),
+        "check failed: the ledger refused the replayed SCONE as stale: {replayed:?}"
     );
     running.stop().await?;
     println!("\nall checks passed");

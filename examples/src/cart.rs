@@ -12,9 +12,6 @@ use scone_rpc::{SconeClient, SconeLayer, SconeStore};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
-/// The service name, as SCONEs carry it.
-pub const SERVICE: &str = "cart";
-
 /// The cart's per-session state.
 #[derive(SconeState, Serialize, Deserialize, Default, Debug, Clone, PartialEq)]
 #[scone(service = "cart")]
@@ -128,9 +125,9 @@ impl Cart for CartServer {
     }
 }
 
-/// The service ID.
-pub fn service_id() -> Result<ServiceId, scone::InvalidId> {
-    ServiceId::new(SERVICE)
+/// The service ID, from the state type's `#[scone(service = "cart")]`.
+pub fn service_id() -> Result<ServiceId, scone_rpc::StateError> {
+    CartState::service_id()
 }
 
 /// Serves the cart on `listener` as `name` until `shutdown` completes.
@@ -140,8 +137,7 @@ pub async fn serve(
     name: &str,
     shutdown: impl Future,
 ) -> std::io::Result<()> {
-    let service = service_id().map_err(std::io::Error::other)?;
-    let layer = SconeLayer::new(service, key)?;
+    let layer = SconeLayer::for_state::<CartState>(key)?;
     let serve = layer.wrap(CartServer { name: name.into() }.serve());
     scone_rpc::server::run(listener, serve, ServerConfig::default(), shutdown).await
 }
@@ -152,9 +148,7 @@ pub async fn connect(
     store: SconeStore,
 ) -> anyhow::Result<CartClient<SconeClient<CartRequest, CartResponse>>> {
     let channel = scone_rpc::client::connect(addr).await?;
-    Ok(CartClient::from(SconeClient::caching(
-        channel,
-        service_id()?,
-        store,
+    Ok(CartClient::from(SconeClient::caching_for::<CartState>(
+        channel, store,
     )?))
 }

@@ -2,8 +2,8 @@
 //!
 //! The client calls the wallet; the wallet's handler calls the ledger through an
 //! *entrusting* client, so the ledger's SCONE comes from the client with the request and
-//! goes back to the client in the reply (seed 002: the back-end's SCONE is entrusted to
-//! the client through the front-end).
+//! goes back to the client in the reply: the back-end's SCONE is entrusted to the client
+//! through the front-end.
 //!
 //! The ledger keeps a balance, which a client holding its own SCONEs could roll back by
 //! sending an old one again; so the ledger runs with the replay guard, which remembers
@@ -13,7 +13,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use scone::{KeyRing, ServiceId, SigningKey};
+use scone::{KeyRing, SigningKey};
 use scone_rpc::server::{LayerConfig, MemoryWatermarks, ServerConfig};
 use scone_rpc::state::SconeState;
 use scone_rpc::{SconeClient, SconeLayer, SconeStore};
@@ -109,10 +109,6 @@ impl Wallet for WalletServer {
     }
 }
 
-fn service(name: &str) -> std::io::Result<ServiceId> {
-    ServiceId::new(name).map_err(std::io::Error::other)
-}
-
 /// Serves the ledger on `listener` until `shutdown` completes.
 pub async fn serve_ledger(
     listener: TcpListener,
@@ -125,7 +121,8 @@ pub async fn serve_ledger(
         replay_guard: Some(Arc::new(MemoryWatermarks::default())),
         ..LayerConfig::default()
     };
-    let layer = SconeLayer::with_config(service("ledger")?, key, KeyRing::new(), config)?;
+    let ledger = LedgerState::service_id().map_err(std::io::Error::other)?;
+    let layer = SconeLayer::with_config(ledger, key, KeyRing::new(), config)?;
     let serve = layer.wrap(LedgerServer.serve());
     scone_rpc::server::run(listener, serve, ServerConfig::default(), shutdown).await
 }
@@ -138,8 +135,9 @@ pub async fn serve_wallet(
     shutdown: impl Future,
 ) -> anyhow::Result<()> {
     let channel = scone_rpc::client::connect(ledger).await?;
-    let ledger = LedgerClient::from(SconeClient::entrusting(channel, service("ledger")?)?);
-    let serve = SconeLayer::new(service("wallet")?, key)?.wrap(WalletServer { ledger }.serve());
+    // Each service's name comes from its state type: written once, never mistyped.
+    let ledger = LedgerClient::from(SconeClient::entrusting_for::<LedgerState>(channel)?);
+    let serve = SconeLayer::for_state::<WalletState>(key)?.wrap(WalletServer { ledger }.serve());
     scone_rpc::server::run(listener, serve, ServerConfig::default(), shutdown).await?;
     Ok(())
 }
@@ -150,9 +148,7 @@ pub async fn connect_wallet(
     store: SconeStore,
 ) -> anyhow::Result<WalletClient<SconeClient<WalletRequest, WalletResponse>>> {
     let channel = scone_rpc::client::connect(addr).await?;
-    Ok(WalletClient::from(SconeClient::caching(
-        channel,
-        service("wallet")?,
-        store,
+    Ok(WalletClient::from(SconeClient::caching_for::<WalletState>(
+        channel, store,
     )?))
 }

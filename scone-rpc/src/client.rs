@@ -2,10 +2,12 @@
 //! that come back.
 //!
 //! Generated tarpc clients take any stub, so a SCONE client is
-//! `CartClient::from(SconeClient::caching(channel, service))`. Three ways to hold state:
+//! `CartClient::from(SconeClient::caching_for::<CartState>(channel, store)?)` (or
+//! `SconeClient::caching(channel, service, store)` with the service ID spelled out).
+//! Three ways to hold state:
 //!
 //! - [`caching`](SconeClient::caching): the client keeps SCONEs in a [`SconeStore`] (a
-//!   [`SconeCache`] by service ID) and attaches them to its calls (seed 002, fig. 4-6).
+//!   [`SconeCache`] by service ID) and attaches them to its calls.
 //! - [`thin`](SconeClient::thin): the client keeps nothing and sends only its client ID,
 //!   for use behind a relay that holds its SCONEs; without one, every call is a new session.
 //! - [`entrusting`](SconeClient::entrusting): for a front-end calling a back-end from
@@ -40,6 +42,7 @@ use crate::envelope::{
     ENVELOPE_VERSION,
 };
 use crate::error::{ClientError, REFUSAL_PREFIX};
+use crate::state::SconeState;
 
 /// A connection to a SCONE server: what [`SconeClient`] wraps.
 pub type SconeChannel = Channel<RequestEnvelope, ResponseEnvelope>;
@@ -384,6 +387,22 @@ impl<Req, Resp, S> SconeClient<Req, Resp, S> {
         Self::new(inner, service, Holding::Store(store))
     }
 
+    /// A caching client for the service that state type `T` belongs to (its
+    /// `#[scone(service = "...")]`): the name is written once, in the state type.
+    pub fn caching_for<T: SconeState>(inner: S, store: SconeStore) -> Result<Self, ClientError> {
+        Self::caching(inner, service_of::<T>()?, store)
+    }
+
+    /// A thin client for the service that state type `T` belongs to.
+    pub fn thin_for<T: SconeState>(inner: S) -> Result<Self, ClientError> {
+        Self::thin(inner, service_of::<T>()?)
+    }
+
+    /// An entrusting client for the service that state type `T` belongs to.
+    pub fn entrusting_for<T: SconeState>(inner: S) -> Result<Self, ClientError> {
+        Self::entrusting(inner, service_of::<T>()?)
+    }
+
     /// A client that keeps no SCONEs.
     pub fn thin(inner: S, service: ServiceId) -> Result<Self, ClientError> {
         Self::new(inner, service, Holding::Thin)
@@ -475,6 +494,10 @@ impl<Req, Resp, S> SconeClient<Req, Resp, S> {
     }
 }
 
+fn service_of<T: SconeState>() -> Result<ServiceId, ClientError> {
+    ServiceId::new(T::SERVICE).map_err(ClientError::InvalidService)
+}
+
 fn send_error(error: ClientError) -> RpcError {
     RpcError::Send(Box::new(error))
 }
@@ -485,10 +508,7 @@ fn refused(refusal: Refusal) -> RpcError {
         RefusalKind::Scone(_) | RefusalKind::WrongService => std::io::ErrorKind::PermissionDenied,
         _ => std::io::ErrorKind::InvalidData,
     };
-    let detail = match postcard::to_stdvec(&refusal.kind) {
-        Ok(code) => format!("{REFUSAL_PREFIX}{}] {refusal}", crate::error::hex(&code)),
-        Err(_) => refusal.to_string(),
-    };
+    let detail = format!("{REFUSAL_PREFIX}{}] {refusal}", refusal.kind.code());
     RpcError::Server(ServerError::new(kind, detail))
 }
 

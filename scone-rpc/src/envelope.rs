@@ -20,8 +20,8 @@
 //! string, decoded only by whoever needs it: the server refuses a malformed SCONE with a
 //! typed reply instead of failing the whole message. The body is the postcard encoding of the service's tarpc request or response
 //! enum, carried as a length-prefixed byte string: postcard is not self-describing, so a
-//! relay or cluster peer that does not know the service's types reads the header and
-//! skips the body by its length. `token` is reserved for the cluster's routing token.
+//! relay that does not know the service's types reads the header and skips the body by
+//! its length. `token` is reserved for a routing token (empty today).
 //! A reader refuses a version it does not know; fields are only ever added behind a new
 //! version. A message with more than [`MAX_WIRE_SCONES`] SCONEs does not decode (fewer but
 //! over the receiver's bundle limits earn a typed refusal instead).
@@ -219,7 +219,7 @@ pub struct RequestEnvelope {
     pub service: ServiceId,
     /// The SCONEs entrusted to the client: the called service's, and its back-ends'.
     pub scones: WireScones,
-    /// Reserved for the cluster's routing token.
+    /// Reserved for a routing token; always `None` today.
     #[serde(with = "serde_bytes")]
     pub token: Option<Box<[u8]>>,
     /// The postcard-encoded tarpc request of the service.
@@ -240,7 +240,7 @@ pub struct ResponseEnvelope {
     pub version: u8,
     /// SCONEs minted for changed state, and back-ends' SCONEs passed through.
     pub scones: WireScones,
-    /// Reserved for the cluster's routing token.
+    /// Reserved for a routing token; always `None` today.
     #[serde(with = "serde_bytes")]
     pub token: Option<Box<[u8]>>,
     /// The handler's reply, or why the request was refused.
@@ -259,7 +259,7 @@ pub enum Outcome {
 
 /// Why a request was refused, as the caller sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[error("{kind} (service {service}): {detail}", service = self.service.as_ref().map_or("-", ServiceId::as_str))]
+#[error("{kind} by {service}: {detail}", service = self.service.as_ref().map_or("the server", ServiceId::as_str))]
 pub struct Refusal {
     /// What kind of refusal.
     pub kind: RefusalKind,
@@ -285,15 +285,42 @@ pub enum RefusalKind {
     MintFailed,
 }
 
+impl RefusalKind {
+    /// The stable code of this kind, in kebab case: `scone-` and the reason's code for a
+    /// refused SCONE (`scone-expired`, `scone-stale`), else `unsupported-envelope`,
+    /// `wrong-service`, `bad-request` or `mint-failed`. What logs print and scripts match.
+    pub fn code(self) -> std::borrow::Cow<'static, str> {
+        match self {
+            RefusalKind::Scone(reason) => format!("scone-{}", reason.code()).into(),
+            RefusalKind::UnsupportedEnvelope => "unsupported-envelope".into(),
+            RefusalKind::WrongService => "wrong-service".into(),
+            RefusalKind::BadRequest => "bad-request".into(),
+            RefusalKind::MintFailed => "mint-failed".into(),
+        }
+    }
+
+    /// The kind with this [`code`](Self::code), if any.
+    pub fn from_code(code: &str) -> Option<Self> {
+        match code {
+            "unsupported-envelope" => Some(RefusalKind::UnsupportedEnvelope),
+            "wrong-service" => Some(RefusalKind::WrongService),
+            "bad-request" => Some(RefusalKind::BadRequest),
+            "mint-failed" => Some(RefusalKind::MintFailed),
+            _ => RejectReason::from_code(code.strip_prefix("scone-")?).map(RefusalKind::Scone),
+        }
+    }
+}
+
 impl fmt::Display for RefusalKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RefusalKind::Scone(reason) => write!(f, "scone refused: {reason:?}"),
-            RefusalKind::UnsupportedEnvelope => f.write_str("unsupported envelope version"),
-            RefusalKind::WrongService => f.write_str("wrong service"),
-            RefusalKind::BadRequest => f.write_str("bad request body"),
-            RefusalKind::MintFailed => f.write_str("could not mint new state"),
-        }
+        let what = match self {
+            RefusalKind::Scone(_) => "the scone was refused",
+            RefusalKind::UnsupportedEnvelope => "unsupported envelope version",
+            RefusalKind::WrongService => "wrong service",
+            RefusalKind::BadRequest => "bad request",
+            RefusalKind::MintFailed => "could not mint the new state",
+        };
+        write!(f, "{what} [{}]", self.code())
     }
 }
 
@@ -312,6 +339,32 @@ mod tests {
             .mint(draft)
             .unwrap()
             .into_encoded()
+    }
+
+    #[test]
+    fn refusal_codes_parse_back_and_show_in_the_text() {
+        let kinds = RejectReason::ALL
+            .into_iter()
+            .map(RefusalKind::Scone)
+            .chain([
+                RefusalKind::UnsupportedEnvelope,
+                RefusalKind::WrongService,
+                RefusalKind::BadRequest,
+                RefusalKind::MintFailed,
+            ]);
+        for kind in kinds {
+            assert_eq!(RefusalKind::from_code(&kind.code()), Some(kind));
+            assert!(kind.to_string().ends_with(&format!("[{}]", kind.code())));
+        }
+        let refusal = Refusal {
+            kind: RefusalKind::Scone(RejectReason::Expired),
+            service: Some(ServiceId::new("cart").unwrap()),
+            detail: "expired 3 s ago".into(),
+        };
+        assert_eq!(
+            refusal.to_string(),
+            "the scone was refused [scone-expired] by cart: expired 3 s ago"
+        );
     }
 
     #[test]

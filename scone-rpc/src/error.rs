@@ -9,23 +9,8 @@ use tarpc::client::RpcError;
 
 use crate::envelope::RefusalKind;
 
-/// The start of a refusal's detail text; the code follows in hex, then `]`.
+/// The start of a refusal's detail text; the kind's code follows, then `]`.
 pub(crate) const REFUSAL_PREFIX: &str = "scone-refusal[";
-
-/// Lowercase hex of `bytes`.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
-}
 
 /// Why the server refused a call, if the error is a refusal.
 ///
@@ -43,8 +28,62 @@ pub fn refusal(error: &RpcError) -> Option<RefusalKind> {
         return None;
     };
     let code = server_error.detail.strip_prefix(REFUSAL_PREFIX)?;
-    let code = unhex(code.split(']').next()?)?;
-    postcard::from_bytes(&code).ok()
+    RefusalKind::from_code(code.split(']').next()?)
+}
+
+/// A failed call, displayed for people: a refusal shows its kind, code, service and
+/// reason, where tarpc's own error shows only "the server aborted request processing".
+///
+/// Generated tarpc clients return `tarpc::client::RpcError`, whose text is fixed; convert
+/// with `?` or `CallError::from` where a call's error is shown or logged:
+///
+/// ```
+/// # use scone_rpc::CallError;
+/// # async fn call() -> Result<u64, tarpc::client::RpcError> { Ok(1) }
+/// # async fn run() -> Result<(), CallError> {
+/// let hits = call().await?; // a refusal now reads "the scone was refused [scone-expired] by ..."
+/// # Ok(()) }
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// The server refused the call.
+    #[error("{message}")]
+    Refused {
+        /// The kind of refusal.
+        kind: RefusalKind,
+        /// The refusal as text: kind, code, service and reason.
+        message: String,
+    },
+    /// Anything else: the connection, a deadline, an error on this side.
+    #[error(transparent)]
+    Rpc(RpcError),
+}
+
+impl CallError {
+    /// The kind of refusal, if the server refused the call.
+    pub fn refusal(&self) -> Option<RefusalKind> {
+        match self {
+            CallError::Refused { kind, .. } => Some(*kind),
+            CallError::Rpc(_) => None,
+        }
+    }
+}
+
+impl From<RpcError> for CallError {
+    fn from(error: RpcError) -> Self {
+        match (&error, refusal(&error)) {
+            (RpcError::Server(server_error), Some(kind)) => {
+                let message = server_error
+                    .detail
+                    .split_once("] ")
+                    .map_or(server_error.detail.as_str(), |(_, text)| text)
+                    .to_owned();
+                CallError::Refused { kind, message }
+            }
+            _ => CallError::Rpc(error),
+        }
+    }
 }
 
 /// A failure on the client side of a call, carried in `RpcError::Send`.
@@ -76,6 +115,9 @@ pub enum ClientError {
         #[source]
         source: scone::VerifyError,
     },
+    /// A state type's service name is not a valid service ID.
+    #[error("invalid service name")]
+    InvalidService(#[source] scone::InvalidId),
     /// The operating system's random generator failed (making a client ID).
     #[error("no randomness available")]
     Random(#[source] getrandom::Error),

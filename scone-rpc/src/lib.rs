@@ -9,11 +9,10 @@
 //! with per-field change tracking.
 //!
 //! ```
-//! use scone::{ServiceId, SigningKey};
-//! use scone_rpc::{state::SconeState, SconeClient, SconeLayer, SconeStore};
+//! use scone_rpc::{SconeClient, SconeLayer, SconeState, SconeStore, SigningKey, StateError};
 //! use serde::{Deserialize, Serialize};
-//! use tarpc::server::Serve;
 //!
+//! // The state: a plain struct. The service's name is written here, once.
 //! #[derive(SconeState, Serialize, Deserialize, Default)]
 //! #[scone(service = "counter")]
 //! struct Count {
@@ -22,36 +21,76 @@
 //!
 //! #[tarpc::service]
 //! trait Counter {
-//!     async fn hit() -> u64;
+//!     async fn hit() -> Result<u64, String>;
 //! }
 //!
 //! #[derive(Clone)]
 //! struct CounterServer;
 //!
 //! impl Counter for CounterServer {
-//!     async fn hit(self, _: tarpc::context::Context) -> u64 {
-//!         let Ok(mut count) = Count::load() else { return 0 };
-//!         *count.hits_mut() += 1;
+//!     async fn hit(self, _: tarpc::context::Context) -> Result<u64, String> {
+//!         let mut count = Count::load().map_err(|e: StateError| e.to_string())?;
+//!         *count.hits_mut() += 1; // a write goes through `_mut`, which marks the field
 //!         let hits = count.hits;
-//!         let _ = count.save();
-//!         hits
+//!         count.save().map_err(|e| e.to_string())?; // re-signed only if it changed
+//!         Ok(hits)
 //!     }
 //! }
 //!
 //! # #[tokio::main] async fn main() -> anyhow::Result<()> {
-//! let service = ServiceId::new("counter")?;
-//! let layer = SconeLayer::new(service.clone(), SigningKey::generate()?)?;
+//! let layer = SconeLayer::for_state::<Count>(SigningKey::generate()?)?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! let addr = listener.local_addr()?;
 //! let serve = layer.wrap(CounterServer.serve());
 //! tokio::spawn(scone_rpc::server::run(listener, serve, Default::default(), std::future::pending::<()>()));
 //!
 //! let channel = scone_rpc::client::connect(addr).await?;
-//! let client = CounterClient::from(SconeClient::caching(channel, service, SconeStore::default())?);
-//! assert_eq!(client.hit(tarpc::context::current()).await?, 1);
-//! assert_eq!(client.hit(tarpc::context::current()).await?, 2); // the count came back in a SCONE
+//! let client = CounterClient::from(SconeClient::caching_for::<Count>(channel, SconeStore::default())?);
+//! let hit = || async { client.hit(tarpc::context::current()).await?.map_err(anyhow::Error::msg) };
+//! assert_eq!(hit().await?, 1);
+//! assert_eq!(hit().await?, 2); // the count came back in a SCONE
 //! # Ok(()) }
 //! ```
+//!
+//! # Errors in handlers
+//! [`SconeState::load`] and `save` return [`StateError`] (no request context, a state that
+//! does not decode as this type). A handler that returns its own error type converts it
+//! once, with `From`, and uses `?` everywhere:
+//!
+//! ```
+//! # use serde::{Deserialize, Serialize};
+//! #[derive(Serialize, Deserialize, Debug, thiserror::Error)]
+//! enum CartError {
+//!     #[error("cart state unavailable: {0}")]
+//!     State(String),
+//! }
+//!
+//! impl From<scone_rpc::StateError> for CartError {
+//!     fn from(error: scone_rpc::StateError) -> Self {
+//!         // The error crosses the wire as text: keep its whole chain.
+//!         CartError::State(format!("{:#}", anyhow::Error::from(error)))
+//!     }
+//! }
+//! ```
+//!
+//! On the client, a refusal (a SCONE that is expired, forged, stale...) arrives as tarpc's
+//! `RpcError`; [`refusal`] reads its kind, and [`CallError`] displays it for people.
+//!
+//! # Defaults
+//! What a service gets unless it says otherwise ([`server::LayerConfig`],
+//! [`server::ServerConfig`], `scone::BundleLimits`, `scone::CacheLimits`):
+//!
+//! | setting | default |
+//! |---|---|
+//! | SCONE lifetime (`ttl`) | 30 minutes; a read past half of it renews the SCONE (`renew`) |
+//! | clock skew allowed (`clock_skew`) | 30 s either way |
+//! | largest SCONE (`max_scone_bytes`) | 64 KiB |
+//! | SCONEs per request (bundle) | 16, 256 KiB together |
+//! | largest frame (`max_frame_bytes`) | 1 MiB |
+//! | connections / requests in flight per connection | 1,024 / 256 |
+//! | idle connection / slow frame / TLS handshake timeouts | 120 s / 10 s / 10 s |
+//! | client store | 10,000 SCONEs, 64 MiB |
+//! | replay guard, sealed state | off |
 //!
 //! # Layout
 //! - [`envelope`]: the request and reply envelopes and their wire format (version 1).
@@ -121,9 +160,17 @@ pub mod tls;
 
 pub use crate::client::{SconeClient, SconeStore};
 pub use crate::envelope::{ClientId, Refusal, RefusalKind};
-pub use crate::error::{refusal, ClientError};
+pub use crate::error::{refusal, CallError, ClientError};
 pub use crate::server::SconeLayer;
 pub use crate::state::{Delta, SconeState, StateError, Tracker};
+
+// What every user needs from the `scone` crate, so that one dependency is enough.
+/// The `scone` crate: the object itself (minting, verification, bundles, caches).
+pub use scone;
+pub use scone::{
+    Clock, KeyRing, ManualClock, PublicKey, RejectReason, ServiceId, SigningKey, SystemClock,
+    Verifier, VerifierConfig,
+};
 
 #[doc(hidden)]
 pub mod __private {

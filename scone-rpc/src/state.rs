@@ -2,15 +2,23 @@
 //!
 //! A handler loads its state from the request context, borrows the fields it changes
 //! mutably (`cart.items_mut()`), and saves. The first mutable borrow of a field takes a
-//! snapshot of its encoding (the *benchmark* version, seed 004); saving compares each
-//! borrowed field with its snapshot, and only when some field really changed is the state
-//! written back, so an untouched or unchanged state is never re-signed. The changed
-//! fields alone form a [`Delta`], which the cluster replicates to replicas in step.
+//! snapshot of its encoding (the *benchmark* version it is compared with); saving compares
+//! each borrowed field with its snapshot, and only when some field really changed is the
+//! state written back, so an untouched or unchanged state is never re-signed. The changed
+//! fields alone form a [`Delta`], for whoever wants to ship only what changed.
+//!
+//! A handle dropped without `save` loses its changes; debug builds log a warning when a
+//! changed handle is dropped that way, and `discard` drops changes on purpose.
+//!
+//! A state is saved as postcard ([`StateFormat::Postcard`], named in the SCONE's claims)
+//! and loaded only from a format its claims name: postcard, or JSON (what `scone mint`
+//! writes), which the next save turns into postcard. An opaque state, or a sealed one
+//! the server did not open, is a typed error, never a value decoded from the wrong bytes.
 
 use std::ops::Range;
 
 use scone::context::{self, Written};
-use scone::{ContextError, InvalidId, ServiceId};
+use scone::{ContextError, InvalidId, ServiceId, StateFormat};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
@@ -63,6 +71,33 @@ pub enum StateError {
         /// What postcard said.
         #[source]
         source: postcard::Error,
+    },
+    /// The SCONE's JSON state is not a value of this type.
+    #[error("the json state in the scone for {service} does not decode")]
+    DecodeJson {
+        /// The service whose state failed.
+        service: ServiceId,
+        /// What serde_json said.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The SCONE's claims name a state format this type does not read (an opaque state,
+    /// say, written with `context::write_state`): decoding it anyway would yield garbage.
+    #[error("the state in the scone for {service} is {found}, not {expected}")]
+    WrongFormat {
+        /// The service whose state it is.
+        service: ServiceId,
+        /// The format this type writes (it also reads JSON).
+        expected: StateFormat,
+        /// The format the SCONE's claims name.
+        found: StateFormat,
+    },
+    /// The SCONE's state is sealed, and this server did not open it (it does not seal
+    /// its state: `LayerConfig::sealed_state` differs between the servers of a service).
+    #[error("the state in the scone for {service} is sealed, and this server does not seal")]
+    Sealed {
+        /// The service whose state it is.
+        service: ServiceId,
     },
     /// One field of a delta does not decode.
     #[error("field {field} does not decode")]
@@ -200,7 +235,7 @@ impl Drop for Arena {
 
 /// A state value with per-field change tracking; the derive wraps it in a named handle.
 #[derive(Debug)]
-pub struct Tracker<T> {
+pub struct Tracker<T: SconeState> {
     /// The state as the handler sees it.
     value: T,
     /// One per field borrowed mutably, in the order first borrowed: few, so inline.
@@ -212,6 +247,28 @@ pub struct Tracker<T> {
     /// Encoded size of the state as it came in: what buffers reserve, so encoding into
     /// them does not grow them step by step.
     size_hint: usize,
+    /// Set by `save`, `discard` and `into_inner`: dropping a tracker that is not finished
+    /// and has changes loses them, which debug builds report.
+    finished: bool,
+}
+
+impl<T: SconeState> Drop for Tracker<T> {
+    fn drop(&mut self) {
+        if cfg!(debug_assertions) && !self.finished && self.has_unsaved_changes() {
+            let fields: Vec<&str> = self
+                .changed_fields()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|index| T::FIELDS.get(index).copied())
+                .collect();
+            tracing::warn!(
+                service = T::SERVICE,
+                ?fields,
+                "state changed but dropped without save(): the change is lost \
+                 (call save(), or discard() to drop it on purpose)"
+            );
+        }
+    }
 }
 
 impl<T: SconeState> Tracker<T> {
@@ -223,23 +280,54 @@ impl<T: SconeState> Tracker<T> {
             arena: Arena::default(),
             loaded,
             size_hint: 0,
+            finished: false,
         }
     }
 
     /// Loads the state from the request context (the default for a new session). For a
     /// service that seals its state, this is the state the server opened.
+    ///
+    /// Decodes the state in the format the SCONE's claims name: postcard, or JSON (as
+    /// `scone mint` writes it). Any other format ([`StateError::WrongFormat`]), or a
+    /// sealed state this server did not open ([`StateError::Sealed`]), is refused.
     pub fn load() -> Result<Self, StateError> {
         let service = T::service_id()?;
         let loaded = context::with(|ctx| {
-            ctx.incoming_state(&service)
-                .map(|state| postcard::from_bytes::<T>(state).map(|value| (value, state.len())))
+            let scone = ctx.incoming().get(&service)?;
+            if scone.is_sealed() && !ctx.is_opened(&service) {
+                return Some(Err(StateError::Sealed {
+                    service: service.clone(),
+                }));
+            }
+            let state = ctx.incoming_state(&service)?;
+            let value = match scone.state_format() {
+                StateFormat::Postcard => {
+                    postcard::from_bytes::<T>(state).map_err(|source| StateError::Decode {
+                        service: service.clone(),
+                        source,
+                    })
+                }
+                StateFormat::Json => {
+                    serde_json::from_slice::<T>(state).map_err(|source| StateError::DecodeJson {
+                        service: service.clone(),
+                        source,
+                    })
+                }
+                found => Err(StateError::WrongFormat {
+                    service: service.clone(),
+                    expected: StateFormat::Postcard,
+                    found,
+                }),
+            };
+            Some(value.map(|value| (value, state.len())))
         })?;
         match loaded {
-            Some(Ok((value, size))) => Ok(Self {
-                size_hint: size,
-                ..Self::new(value, true)
-            }),
-            Some(Err(source)) => Err(StateError::Decode { service, source }),
+            Some(Ok((value, size))) => {
+                let mut tracker = Self::new(value, true);
+                tracker.size_hint = size;
+                Ok(tracker)
+            }
+            Some(Err(error)) => Err(error),
             None => Ok(Self::new(T::default(), false)),
         }
     }
@@ -332,8 +420,9 @@ impl<T: SconeState> Tracker<T> {
         Ok(Delta { fields })
     }
 
-    /// Writes the state back to the request context if a field changed.
-    pub fn save(self) -> Result<Saved, StateError> {
+    /// Writes the state back to the request context, as postcard, if a field changed.
+    pub fn save(mut self) -> Result<Saved, StateError> {
+        self.finished = true;
         // One buffer serves the field comparisons and then holds the new state; the
         // signer gives it back once the state is minted.
         let mut buffer = spare::take(self.size_hint + self.size_hint / 8);
@@ -344,14 +433,25 @@ impl<T: SconeState> Tracker<T> {
         }
         let service = T::service_id()?;
         let state = postcard::to_extend(&self.value, buffer).map_err(StateError::Encode)?;
-        match context::write_state(&service, state)? {
+        match context::write_state_as(&service, state, StateFormat::Postcard)? {
             Written::Unchanged => Ok(Saved::Unchanged),
             Written::Changed => Ok(Saved::Changed(changed)),
         }
     }
 
-    /// The value, ending tracking.
-    pub fn into_inner(self) -> T {
-        self.value
+    /// The value, ending tracking (any change is not saved).
+    pub fn into_inner(mut self) -> T {
+        self.finished = true;
+        std::mem::take(&mut self.value)
+    }
+
+    /// Drops the changes on purpose (no warning; nothing is saved).
+    pub fn discard(mut self) {
+        self.finished = true;
+    }
+
+    /// Whether a field borrowed mutably now differs from how it was loaded.
+    pub fn has_unsaved_changes(&self) -> bool {
+        !self.snapshots.is_empty() && self.changed_fields().map_or(true, |c| !c.is_empty())
     }
 }

@@ -231,12 +231,19 @@ impl<K: Hash + Eq> SconeCache<K> {
         before - inner.entries.len()
     }
 
-    /// How many SCONEs it holds.
+    /// How many unexpired SCONEs it holds: what [`get`](Self::get) would return. (Expired
+    /// ones still count against the bounds until they are met or purged.)
     pub fn len(&self) -> usize {
-        self.lock().entries.len()
+        let now_ms = self.clock.now_ms();
+        let inner = self.lock();
+        inner
+            .entries
+            .iter()
+            .filter(|(_, scone)| !scone.is_expired_at(now_ms))
+            .count()
     }
 
-    /// Whether it holds none.
+    /// Whether it holds no unexpired SCONE.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -1,8 +1,8 @@
 //! The task-local SCONE context: a handler reads its state and writes new state without plumbing.
 //!
 //! The RPC layer verifies a request's SCONEs, runs the handler inside [`scope`], and on the
-//! way out mints SCONEs for the states the handler changed (seed 002, fig. 6: the SCONE is
-//! put into the thread context, then taken from it and attached to the reply).
+//! way out mints SCONEs for the states the handler changed: the SCONE is put into the
+//! task's context for the handler, then taken from it and attached to the reply.
 //!
 //! A service that seals its state ([`sealed`](crate::sealed)) opens each incoming SCONE's
 //! state once verified ([`SconeContext::open_incoming`]) and keeps the plaintext beside the
@@ -37,7 +37,7 @@ use tokio::task::futures::TaskLocalFuture;
 use crate::bundle::SconeBundle;
 use crate::error::ContextError;
 use crate::ids::ServiceId;
-use crate::scone::{Scone, Status};
+use crate::scone::{Scone, StateFormat, Status};
 use crate::sealed::{SealedError, StateSealer};
 
 tokio::task_local! {
@@ -53,6 +53,9 @@ pub struct StateWrite {
     pub state: Vec<u8>,
     /// The new operation status.
     pub status: Status,
+    /// How the state is encoded: minted into the SCONE's claims, so readers decode it
+    /// in this format only. [`write_state`] writes [`Opaque`](StateFormat::Opaque).
+    pub format: StateFormat,
 }
 
 impl std::fmt::Debug for StateWrite {
@@ -62,6 +65,7 @@ impl std::fmt::Debug for StateWrite {
             .field("service", &self.service)
             .field("state_len", &self.state.len())
             .field("status", &self.status)
+            .field("format", &self.format)
             .finish()
     }
 }
@@ -166,7 +170,9 @@ impl SconeContext {
     }
 
     /// The state that came in for `service`: opened if it was sealed (and opened), the
-    /// SCONE's state as it is otherwise; `None` when no SCONE came for it.
+    /// SCONE's state as it is otherwise; `None` when no SCONE came for it. A sealed state
+    /// that was not opened is ciphertext: readers check [`Scone::is_sealed`] and
+    /// [`is_opened`](Self::is_opened), and the SCONE's [`Scone::state_format`].
     pub fn incoming_state(&self, service: &ServiceId) -> Option<&[u8]> {
         let scone = self.incoming.get(service)?;
         Some(
@@ -210,12 +216,27 @@ impl SconeContext {
     }
 
     /// Records `state` and `status` for `service` if they differ from what came in (its
-    /// opened state, if it was sealed).
+    /// opened state, if it was sealed), as an [`Opaque`](StateFormat::Opaque) state.
     pub fn write(&mut self, service: &ServiceId, state: Vec<u8>, status: Status) -> Written {
+        self.write_as(service, state, status, StateFormat::Opaque)
+    }
+
+    /// Records `state`, encoded as `format`, and `status` for `service` if they differ
+    /// from what came in (its opened state, if it was sealed): the same bytes in another
+    /// format are a change.
+    pub fn write_as(
+        &mut self,
+        service: &ServiceId,
+        state: Vec<u8>,
+        status: Status,
+        format: StateFormat,
+    ) -> Written {
         // Against the plaintext: a sealed state is compared with what the handler read,
         // never with the ciphertext (which no write would ever equal).
         let unchanged = self.incoming.get(service).is_some_and(|old| {
-            old.status() == status && self.incoming_state(service) == Some(state.as_slice())
+            old.status() == status
+                && old.state_format() == format
+                && self.incoming_state(service) == Some(state.as_slice())
         });
         let existing = self.writes.iter().position(|w| &w.service == service);
         match (unchanged, existing) {
@@ -228,6 +249,7 @@ impl SconeContext {
             (false, Some(i)) => {
                 self.writes[i].state = state;
                 self.writes[i].status = status;
+                self.writes[i].format = format;
                 Written::Changed
             }
             (false, None) => {
@@ -235,6 +257,7 @@ impl SconeContext {
                     service: service.clone(),
                     state,
                     status,
+                    format,
                 });
                 Written::Changed
             }
@@ -326,8 +349,19 @@ pub fn carried(service: &ServiceId) -> Result<Option<Scone>, ContextError> {
     with(|ctx| ctx.carried.get(service).cloned())
 }
 
-/// Records new state for `service`, keeping its current status (idle for a new session).
+/// Records new state for `service`, as an [`Opaque`](StateFormat::Opaque) state, keeping
+/// its current status (idle for a new session).
 pub fn write_state(service: &ServiceId, state: Vec<u8>) -> Result<Written, ContextError> {
+    write_state_as(service, state, StateFormat::Opaque)
+}
+
+/// Records new state for `service`, encoded as `format` (which the minted SCONE's claims
+/// will name), keeping its current status (idle for a new session).
+pub fn write_state_as(
+    service: &ServiceId,
+    state: Vec<u8>,
+    format: StateFormat,
+) -> Result<Written, ContextError> {
     with_mut(|ctx| {
         let status = ctx
             .writes
@@ -336,11 +370,12 @@ pub fn write_state(service: &ServiceId, state: Vec<u8>) -> Result<Written, Conte
             .map(|w| w.status)
             .or_else(|| ctx.incoming.get(service).map(Scone::status))
             .unwrap_or_default();
-        ctx.write(service, state, status)
+        ctx.write_as(service, state, status, format)
     })
 }
 
-/// Records new state and operation status for `service`.
+/// Records new state and operation status for `service`, as an
+/// [`Opaque`](StateFormat::Opaque) state.
 pub fn write(service: &ServiceId, state: Vec<u8>, status: Status) -> Result<Written, ContextError> {
     with_mut(|ctx| ctx.write(service, state, status))
 }

@@ -50,6 +50,10 @@ pub enum DecodeError {
     /// The bytes do not parse as a SCONE.
     #[error("malformed scone: {0}")]
     Malformed(&'static str),
+    /// The claims name a state format this build does not know
+    /// ([`StateFormat`](crate::StateFormat)): its state could only be misread.
+    #[error("unknown state format {0} in the scone's claims")]
+    UnknownStateFormat(u64),
     /// The postcard decoder rejected the bytes.
     #[error("malformed scone")]
     Postcard(#[from] postcard::Error),
@@ -136,11 +140,55 @@ pub enum RejectReason {
     /// For another service.
     WrongService,
     /// An older version of a session than one already issued or seen (a replay or a
-    /// rollback); refused by a replay guard, a relay or a cluster replica.
+    /// rollback), refused by a replay guard.
     Stale,
     /// Valid for longer than the verifier accepts (its issuer's TTL is over the verifier's
     /// limit): a configuration mismatch, which a fresh SCONE from the same issuer repeats.
     LifetimeTooLong,
+}
+
+impl RejectReason {
+    /// The stable code for this reason, in kebab case (`expired`, `bad-signature`): what
+    /// logs, the CLI and refusals print, and what scripts may match on.
+    pub fn code(self) -> &'static str {
+        match self {
+            RejectReason::Malformed => "malformed",
+            RejectReason::UnsupportedVersion => "unsupported-version",
+            RejectReason::TooLarge => "too-large",
+            RejectReason::UnknownKey => "unknown-key",
+            RejectReason::BadSignature => "bad-signature",
+            RejectReason::Expired => "expired",
+            RejectReason::NotYetValid => "not-yet-valid",
+            RejectReason::WrongService => "wrong-service",
+            RejectReason::Stale => "stale",
+            RejectReason::LifetimeTooLong => "lifetime-too-long",
+        }
+    }
+
+    /// Every reason, in wire order.
+    pub const ALL: [RejectReason; 10] = [
+        RejectReason::Malformed,
+        RejectReason::UnsupportedVersion,
+        RejectReason::TooLarge,
+        RejectReason::UnknownKey,
+        RejectReason::BadSignature,
+        RejectReason::Expired,
+        RejectReason::NotYetValid,
+        RejectReason::WrongService,
+        RejectReason::Stale,
+        RejectReason::LifetimeTooLong,
+    ];
+
+    /// The reason with this [`code`](Self::code), if any.
+    pub fn from_code(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|reason| reason.code() == code)
+    }
+}
+
+impl std::fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code())
+    }
 }
 
 impl VerifyError {
@@ -274,4 +322,33 @@ pub enum ContextError {
     /// A forwarded SCONE does not fit the outgoing bundle.
     #[error(transparent)]
     Bundle(#[from] BundleError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RejectReason;
+
+    #[test]
+    fn reason_codes_are_distinct_kebab_case_and_parse_back() {
+        let mut codes: Vec<&str> = RejectReason::ALL.iter().map(|r| r.code()).collect();
+        for (reason, code) in RejectReason::ALL.iter().zip(&codes) {
+            assert_eq!(RejectReason::from_code(code), Some(*reason));
+            assert!(
+                code.chars().all(|c| c.is_ascii_lowercase() || c == '-'),
+                "{code}"
+            );
+        }
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), RejectReason::ALL.len());
+        assert_eq!(RejectReason::from_code("nonsense"), None);
+    }
+
+    #[test]
+    fn all_lists_every_reason_in_wire_order() {
+        let on_the_wire: Vec<RejectReason> = (0u8..64)
+            .map_while(|index| postcard::from_bytes(&[index]).ok())
+            .collect();
+        assert_eq!(on_the_wire, RejectReason::ALL);
+    }
 }

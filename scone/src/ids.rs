@@ -250,7 +250,9 @@ impl fmt::Display for ObjectId {
 }
 
 hex_id!(
-    /// Names a signing key: the first 8 bytes of a keyed blake3 hash of its public key.
+    /// Names a signing key: the first 8 bytes of blake3 in key-derivation mode over its
+    /// 32-byte public key, with the context `scone 2026-11-21 key id v1`
+    /// (`blake3::derive_key(context, public_key)`; see the crate's [`format`](mod@crate::format)).
     ///
     /// Verifiers look the public key up by this ID, so keys can rotate while older SCONEs
     /// stay verifiable until they expire.

@@ -1,7 +1,7 @@
 //! SCONE: signed state-caching objects.
 //!
 //! An RPC server that keeps no per-client state mints a *SCONE* (a signed state object)
-//! and attaches it to its reply; whoever holds it (the client, a relay, a cluster peer)
+//! and attaches it to its reply; whoever holds it (the client, or anyone it entrusts)
 //! hands it back with the next request, and the server restores its state from it. Think
 //! of an HTTP cookie, made tamper-proof, cacheable in the network, and verifiable by anyone
 //! with the service's public key.
@@ -27,6 +27,8 @@
 //! # Layout
 //! - [`ids`]: service, endpoint, object, key and client identifiers.
 //! - [`scone`](mod@scone): the object, its accessors, wire encoding (format version 1) and text form.
+//! - [`format`](mod@format): the wire format, byte by byte, for implementers in other languages
+//!   (`FORMAT.md`, with test vectors in `tests/vectors.json`).
 //! - [`seal`]: the signature over a Merkle root of blake3 digests, and the issuer-only tag.
 //! - [`keys`]: signing and public keys, key IDs, key files.
 //! - [`mint`]: [`Minter`] turns a [`Draft`] into a signed SCONE, alone or in a batch.
@@ -59,8 +61,8 @@
 //!
 //! What this layer does **not** stop: a holder may replay a SCONE it holds until it
 //! expires, and may read its state unless it is [`sealed`]. Version numbers let a replay
-//! guard (`scone-rpc`'s `server::replay`), caches, relays and cluster replicas refuse
-//! older versions of a session they have seen; keep TTLs short where replay matters.
+//! guard (`scone-rpc`'s `server::replay`) and caches refuse older versions of a session
+//! they have seen; keep TTLs short where replay matters.
 
 #![deny(missing_docs)]
 
@@ -69,6 +71,8 @@ pub mod cache;
 pub mod clock;
 pub mod context;
 pub mod error;
+#[doc = include_str!("../FORMAT.md")]
+pub mod format {}
 pub mod ids;
 pub mod keys;
 pub mod mint;
@@ -88,6 +92,6 @@ pub use crate::error::{
 pub use crate::ids::{ClientId, EndpointId, KeyId, ObjectId, ServiceId};
 pub use crate::keys::{PublicKey, SigningKey};
 pub use crate::mint::{Draft, Minter, MinterConfig};
-pub use crate::scone::{Scone, Status, DEFAULT_MAX_SCONE_BYTES, FORMAT_VERSION};
+pub use crate::scone::{Scone, StateFormat, Status, DEFAULT_MAX_SCONE_BYTES, FORMAT_VERSION};
 pub use crate::sealed::{SealBinding, SealedError, StateSealer};
 pub use crate::verify::{KeyRing, Verifier, VerifierConfig};

@@ -12,7 +12,9 @@ use crate::error::MintError;
 use crate::ids::{EndpointId, ObjectId, ServiceId};
 use crate::keys::{PublicKey, SigningKey};
 use crate::presign::NoncePool;
-use crate::scone::{expiry, Scone, Status, WireClaims, DEFAULT_MAX_SCONE_BYTES, FORMAT_VERSION};
+use crate::scone::{
+    expiry, Scone, StateFormat, Status, WireClaims, DEFAULT_MAX_SCONE_BYTES, FORMAT_VERSION,
+};
 use crate::seal::{self, Digest, MerklePath, MerkleTree, WireSeal, MAX_BATCH_DEPTH};
 use crate::KeyId;
 
@@ -31,12 +33,20 @@ pub struct Draft {
     pub version: u64,
     /// How long the SCONE stays valid; `None` takes the minter's default.
     pub ttl: Option<Duration>,
-    /// The opaque state.
+    /// How the state is encoded (of the plaintext, when sealed), so readers never decode
+    /// it in the wrong format; [`Opaque`](StateFormat::Opaque) unless set.
+    pub state_format: StateFormat,
+    /// Whether the state is sealed; [`StateSealer::seal_draft`] sets it. False unless set.
+    ///
+    /// [`StateSealer::seal_draft`]: crate::sealed::StateSealer::seal_draft
+    pub sealed: bool,
+    /// The state, encoded as `state_format` says.
     pub state: Vec<u8>,
 }
 
 impl Draft {
-    /// A first-version draft with empty state, object 0 and status idle.
+    /// A first-version draft with empty state, object 0, status idle, the minter's
+    /// default TTL, state format [`Opaque`](StateFormat::Opaque) and not sealed.
     pub fn new(service: ServiceId, endpoint: EndpointId) -> Self {
         Self {
             service,
@@ -45,6 +55,8 @@ impl Draft {
             status: Status::default(),
             version: 1,
             ttl: None,
+            state_format: StateFormat::default(),
+            sealed: false,
             state: Vec::new(),
         }
     }
@@ -76,6 +88,21 @@ impl Draft {
     /// Sets the time to live.
     pub fn with_ttl(mut self, ttl: Duration) -> Self {
         self.ttl = Some(ttl);
+        self
+    }
+
+    /// Sets how the state is encoded (for a sealed state, the plaintext).
+    pub fn with_state_format(mut self, state_format: StateFormat) -> Self {
+        self.state_format = state_format;
+        self
+    }
+
+    /// Sets whether the state is sealed. [`StateSealer::seal_draft`] sets it; set it
+    /// yourself only for a state sealed by other means.
+    ///
+    /// [`StateSealer::seal_draft`]: crate::sealed::StateSealer::seal_draft
+    pub fn with_sealed(mut self, sealed: bool) -> Self {
+        self.sealed = sealed;
         self
     }
 }
@@ -271,6 +298,8 @@ impl Minter {
             version: draft.version,
             issued_at_ms: now_ms,
             expires_at_ms: expiry(now_ms, ttl),
+            state_format: draft.state_format.code(),
+            sealed: draft.sealed,
             state: &draft.state,
         }
     }

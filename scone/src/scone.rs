@@ -6,13 +6,18 @@
 //!
 //! ```text
 //! claims = format:u8 (=1) | key_id:bytes(8) | service:str | endpoint:bytes(16)
-//!          | object:varint | status:varint | version:varint | issued_at_ms:varint
-//!          | expires_at_ms:varint | state:bytes
-//! seal   = tag:option<bytes(32)> | index:varint | siblings:bytes(32 × depth)
+//!          | object:varint | status:varint32 | version:varint | issued_at_ms:varint
+//!          | expires_at_ms:varint | state_format:varint | sealed:bool | state:bytes
+//! seal   = tag:option<bytes(32)> | index:varint32 | siblings:bytes(32 × depth)
 //!          | signature:bytes(64)
 //! ```
 //!
-//! (`bytes(n)` is a postcard byte string: a varint length, then the bytes.)
+//! (`bytes(n)` is a postcard byte string: a varint length, then the bytes; `varint32` a
+//! varint of at most 32 bits.)
+//!
+//! The complete specification, with every hash, key derivation and canonical-form rule
+//! and the test vectors that pin it down, is the crate's `FORMAT.md`
+//! ([`format`](mod@crate::format)).
 //!
 //! The first byte is the format version, read before anything else, so later formats can
 //! change everything after it. The signature covers the exact claim bytes as received
@@ -20,8 +25,10 @@
 //! [`seal`](crate::seal)), never a re-encoding. The issuer tag lies outside the signature:
 //! a keyed hash over the claims digest, index, siblings and signature, made after signing,
 //! so a SCONE whose tag is stripped or garbled stays valid (its issuer then checks the
-//! signature). Identify a SCONE by its service, endpoint and version, never by its bytes.
-//! The text form is the bytes in base64url without padding.
+//! signature). `state_format` says how the state is encoded ([`StateFormat`]) and
+//! `sealed` whether it is sealed ([`sealed`](crate::sealed)), so a reader never decodes
+//! a state in the wrong format. Identify a SCONE by its service, endpoint and version,
+//! never by its bytes. The text form is the bytes in base64url without padding.
 
 use std::fmt;
 use std::ops::Range;
@@ -35,7 +42,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::to_system_time;
 use crate::error::DecodeError;
 use crate::ids::{EndpointId, KeyId, ObjectId, ServiceId};
-use crate::seal::{Digest, Seal};
+use crate::seal::{varint_len, Digest, Seal};
 
 /// The format version this build writes and reads.
 pub const FORMAT_VERSION: u8 = 1;
@@ -43,8 +50,8 @@ pub const FORMAT_VERSION: u8 = 1;
 /// The size limit of [`Scone::decode`]; verifiers and bundles may set their own.
 pub const DEFAULT_MAX_SCONE_BYTES: usize = 64 * 1024;
 
-/// The status of the operation the SCONE's state belongs to (seed 002: "status of the
-/// current operation").
+/// The status of the operation the SCONE's state belongs to. On the wire, a varint: 0 idle, 1 in progress, 2 completed,
+/// 3 failed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Status {
@@ -95,6 +102,73 @@ impl std::str::FromStr for Status {
     }
 }
 
+/// How a SCONE's state is encoded, as its claims say (the `state_format` claim): readers
+/// decode a state only in the format it names, never guess.
+///
+/// For a sealed state ([`Scone::is_sealed`]) it names the encoding of the plaintext.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StateFormat {
+    /// Bytes whose meaning only the service knows (wire value 0): what [`Draft::new`]
+    /// mints, and what typed readers refuse.
+    ///
+    /// [`Draft::new`]: crate::Draft::new
+    #[default]
+    Opaque,
+    /// A postcard encoding (wire value 1): what `#[derive(SconeState)]` types write.
+    Postcard,
+    /// A UTF-8 JSON document (wire value 2): what `scone mint` writes by default.
+    Json,
+}
+
+impl StateFormat {
+    /// Every format, in wire order.
+    pub const ALL: [StateFormat; 3] = [
+        StateFormat::Opaque,
+        StateFormat::Postcard,
+        StateFormat::Json,
+    ];
+
+    /// Its number on the wire (a varint in the claims).
+    pub const fn code(self) -> u64 {
+        match self {
+            StateFormat::Opaque => 0,
+            StateFormat::Postcard => 1,
+            StateFormat::Json => 2,
+        }
+    }
+
+    /// The format with this wire number; `None` for a number this build does not know.
+    pub fn from_code(code: u64) -> Option<Self> {
+        Self::ALL.into_iter().find(|format| format.code() == code)
+    }
+
+    /// The lowercase name used by the CLI and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateFormat::Opaque => "opaque",
+            StateFormat::Postcard => "postcard",
+            StateFormat::Json => "json",
+        }
+    }
+}
+
+impl fmt::Display for StateFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for StateFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        StateFormat::ALL
+            .into_iter()
+            .find(|format| format.as_str() == s)
+            .ok_or_else(|| format!("unknown state format {s:?} (opaque, postcard, json)"))
+    }
+}
+
 /// The signed fields as they are laid out on the wire, borrowing from the input.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct WireClaims<'a> {
@@ -107,8 +181,30 @@ pub(crate) struct WireClaims<'a> {
     pub version: u64,
     pub issued_at_ms: u64,
     pub expires_at_ms: u64,
+    /// A [`StateFormat`] code; kept a number here so that an unknown one is a typed error.
+    pub state_format: u64,
+    pub sealed: bool,
     #[serde(with = "serde_bytes")]
     pub state: &'a [u8],
+}
+
+impl WireClaims<'_> {
+    /// Its length encoded with the shortest varints, which is how postcard encodes.
+    fn canonical_len(&self) -> usize {
+        let bytes = |len: usize| varint_len(len as u64) + len;
+        // The status's variant index is a varint; this build knows four (one byte).
+        1 + bytes(8)
+            + bytes(self.service.len())
+            + bytes(16)
+            + varint_len(self.object.0)
+            + 1
+            + varint_len(self.version)
+            + varint_len(self.issued_at_ms)
+            + varint_len(self.expires_at_ms)
+            + varint_len(self.state_format)
+            + 1
+            + bytes(self.state.len())
+    }
 }
 
 /// A signed state object: a service's state for one endpoint, carried by whoever holds it.
@@ -133,6 +229,10 @@ pub struct Scone {
     issued_at_ms: u64,
     expires_at_ms: u64,
     key_id: KeyId,
+    /// How the state is encoded (of the plaintext, when sealed).
+    state_format: StateFormat,
+    /// Whether the state is sealed: ciphertext only the service opens.
+    sealed: bool,
     seal: Seal,
 }
 
@@ -160,6 +260,12 @@ impl Scone {
         }
         let (claims, rest) = postcard::take_from_bytes::<WireClaims<'_>>(&encoded)?;
         let claims_len = encoded.len() - rest.len();
+        // Postcard also reads overlong varints: refused, so that one SCONE has one encoding.
+        if claims_len != claims.canonical_len() {
+            return Err(DecodeError::Malformed("claims are not canonically encoded"));
+        }
+        let state_format = StateFormat::from_code(claims.state_format)
+            .ok_or(DecodeError::UnknownStateFormat(claims.state_format))?;
         let seal = Seal::parse(&encoded, claims_len)?;
         let service = ServiceId::interned(claims.service)
             .map_err(|_| DecodeError::Malformed("invalid service id"))?;
@@ -174,6 +280,8 @@ impl Scone {
             issued_at_ms: claims.issued_at_ms,
             expires_at_ms: claims.expires_at_ms,
             key_id: claims.key_id,
+            state_format,
+            sealed: claims.sealed,
             seal,
             encoded,
         })
@@ -284,9 +392,21 @@ impl Scone {
         self.key_id
     }
 
-    /// The opaque state bytes.
+    /// The state bytes, encoded as [`state_format`](Self::state_format) says (and sealed
+    /// if [`is_sealed`](Self::is_sealed)).
     pub fn state(&self) -> &[u8] {
         &self.encoded[self.state.clone()]
+    }
+
+    /// How the state is encoded; for a sealed state, how the plaintext is.
+    pub fn state_format(&self) -> StateFormat {
+        self.state_format
+    }
+
+    /// Whether the state is sealed ([`sealed`](crate::sealed)): ciphertext that only the
+    /// service opens.
+    pub fn is_sealed(&self) -> bool {
+        self.sealed
     }
 
     /// Whether it carries an issuer-only tag.
@@ -300,7 +420,12 @@ impl Scone {
     }
 
     /// A draft of the next version of this state: same service, endpoint and object,
-    /// version + 1, with `state` and this SCONE's status.
+    /// version + 1, with `state` and this SCONE's status, state format and sealed flag.
+    ///
+    /// Set the format and flag anew if `state` differs in kind
+    /// ([`Draft::with_state_format`](crate::Draft::with_state_format),
+    /// [`Draft::with_sealed`](crate::Draft::with_sealed)); a sealing server seals the
+    /// successor's state again before minting it, which sets the flag.
     pub fn successor(&self, state: Vec<u8>) -> crate::Draft {
         crate::Draft {
             service: self.service.clone(),
@@ -309,6 +434,8 @@ impl Scone {
             status: self.status,
             version: self.version.saturating_add(1),
             ttl: None,
+            state_format: self.state_format,
+            sealed: self.sealed,
             state,
         }
     }
@@ -347,6 +474,10 @@ impl Scone {
             issued_at_ms: claims.issued_at_ms,
             expires_at_ms: claims.expires_at_ms,
             key_id: claims.key_id,
+            // The minter wrote the code from a `StateFormat`: it is known.
+            state_format: StateFormat::from_code(claims.state_format)
+                .ok_or(DecodeError::UnknownStateFormat(claims.state_format))?,
+            sealed: claims.sealed,
             seal,
         })
     }
@@ -370,6 +501,8 @@ impl fmt::Debug for Scone {
             .field("version", &self.version)
             .field("expires_at_ms", &self.expires_at_ms)
             .field("key_id", &self.key_id)
+            .field("state_format", &self.state_format)
+            .field("sealed", &self.sealed)
             .field("state_len", &self.state.len())
             .finish()
     }

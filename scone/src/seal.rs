@@ -10,6 +10,9 @@
 //! check plus a few blake3 hashes), while signing a batch costs one signature for the
 //! whole group.
 //!
+//! Every hash input, context string and layout, byte by byte: the crate's
+//! [`format`](mod@crate::format).
+//!
 //! # The issuer tag
 //! The issuer tag is a keyed blake3 hash, under the issuer's secret tag key, of everything
 //! a public verifier checks: the claims digest, the position, the Merkle siblings and the
@@ -85,7 +88,7 @@ impl WireSeal<'_> {
 }
 
 /// Bytes of the shortest LEB128 varint for `value`.
-fn varint_len(value: u64) -> usize {
+pub(crate) fn varint_len(value: u64) -> usize {
     (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
 }
 

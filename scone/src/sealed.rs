@@ -9,9 +9,10 @@
 //! ```
 //!
 //! XChaCha20-Poly1305 under a key derived from the service's signing secret (blake3
-//! `derive_key` with a context of its own, so the sealing key is never the tag key or the
-//! signing key), with a fresh random nonce per seal; 24-byte nonces are large enough to
-//! draw at random for as many SCONEs as a service will ever mint.
+//! `derive_key("scone 2026-11-25 sealed state v1", seed)` over the 32-byte ed25519 seed:
+//! a context of its own, so the sealing key is never the tag key or the signing key),
+//! with a fresh random nonce per seal; 24-byte nonces are large enough to draw at random
+//! for as many SCONEs as a service will ever mint.
 //!
 //! Everything else stays as it was. The claims (service, endpoint, object, version, expiry,
 //! key ID) stay readable, so holders, caches and relays work as before; the signature covers
@@ -24,12 +25,21 @@
 //! led to mint one session's sealed state under another session's claims, which would
 //! otherwise open there as if it belonged.
 //!
-//! # Sealed is a setting of the service
-//! Nothing in a SCONE says whether its state is sealed: a sealed state is bytes like any
-//! other. Whether a service seals is its configuration, and all servers of a service must
-//! agree on it. A sealed server refuses an unsealed state (it does not open), and an
-//! unsealed server would hand a handler ciphertext. Switching a live service over makes
-//! the SCONEs already out unreadable to it.
+//! The associated data is, byte by byte (see the crate's [`format`](mod@crate::format)):
+//!
+//! ```text
+//! aad = service_len:u8 | service:bytes | endpoint:16 bytes | object:u64 LE | version:u64 LE
+//! ```
+//!
+//! # Sealed is a setting of the service, and a claim of each SCONE
+//! Whether a service seals is its configuration, and all servers of a service must agree
+//! on it. Each SCONE says whether its state is sealed (the signed `sealed` claim, which
+//! [`StateSealer::seal_draft`] sets; [`Scone::is_sealed`]), and its `state_format` names
+//! the plaintext's encoding. So a sealing server refuses an unsealed state without trying
+//! to decrypt it ([`SealedError::NotSealed`]), a server that does not seal refuses a
+//! sealed one rather than hand a handler ciphertext (`scone-rpc`'s typed state loader
+//! does), and `scone inspect` shows which it is. Switching a live service over makes the
+//! SCONEs already out unreadable to it.
 //!
 //! # Keys
 //! The sealing key follows the signing key, and a SCONE names the key that signed it, so
@@ -88,6 +98,10 @@ const _: () = assert!(MAX_SERVICE_ID_LEN <= u8::MAX as usize);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SealedError {
+    /// The SCONE's claims say its state is not sealed: a sealing service refuses it
+    /// without trying to open it (minted by a server that does not seal, or by hand).
+    #[error("the scone's state is not sealed, and this service seals its state")]
+    NotSealed,
     /// Too short to hold a nonce and a tag: not a sealed state (or cut short).
     #[error(
         "sealed state is {len} bytes, shorter than the {SEALED_OVERHEAD} bytes of nonce and tag"
@@ -264,11 +278,14 @@ impl StateSealer {
         Ok(buffer)
     }
 
-    /// Seals `draft`'s state for the SCONE it will be minted as. Set the draft's service,
-    /// endpoint, object and version first: changing them afterwards breaks the binding.
+    /// Seals `draft`'s state for the SCONE it will be minted as, and marks the draft
+    /// sealed ([`Draft::sealed`]); its state format, which names the plaintext's encoding,
+    /// is left as it is. Set the draft's service, endpoint, object and version first:
+    /// changing them afterwards breaks the binding.
     pub fn seal_draft(&self, draft: &mut Draft) -> Result<(), SealedError> {
         let plaintext = std::mem::take(&mut draft.state);
         draft.state = self.seal_vec(&SealBinding::of_draft(draft), plaintext)?;
+        draft.sealed = true;
         Ok(())
     }
 
@@ -285,8 +302,12 @@ impl StateSealer {
 
     /// Opens the state of `scone`, with the key derived from the signing key that signed
     /// it. Verify the SCONE first: opening proves the state was sealed by the service, not
-    /// that the SCONE is current or meant for this server.
+    /// that the SCONE is current or meant for this server. A SCONE whose claims say its
+    /// state is not sealed is refused ([`SealedError::NotSealed`]) before any decryption.
     pub fn open_scone(&self, scone: &Scone) -> Result<Vec<u8>, SealedError> {
+        if !scone.is_sealed() {
+            return Err(SealedError::NotSealed);
+        }
         let (_, cipher) = self
             .keys
             .iter()

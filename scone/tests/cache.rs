@@ -116,6 +116,11 @@ fn expired_entries_are_dropped() {
     cache.put(service(1), short.clone());
     cache.put(service(2), long);
     clock.advance(Duration::from_secs(5));
+    assert_eq!(
+        cache.len(),
+        1,
+        "an expired entry no longer counts, even before it is met"
+    );
     assert!(cache.get(&service(1)).is_none());
     assert_eq!(cache.len(), 1, "the expired entry was dropped on get");
     assert_eq!(cache.put(service(1), short), PutOutcome::Expired);

@@ -6,7 +6,7 @@ use scone::context::{self, SconeContext, Written};
 use scone::sealed::{SealBinding, SealedError, StateSealer, SEALED_OVERHEAD};
 use scone::{
     Draft, EndpointId, KeyRing, Minter, ObjectId, Scone, SconeBundle, ServiceId, SigningKey,
-    Verifier,
+    StateFormat, Verifier,
 };
 
 fn cart() -> ServiceId {
@@ -192,7 +192,9 @@ fn a_sealed_state_minted_into_another_session_does_not_open() {
     // The service itself, led to mint Alice's sealed bytes into Bob's session.
     let bob = Minter::new(key.clone())
         .mint(
-            Draft::new(cart(), EndpointId::from_bytes([2; 16])).with_state(theirs.state().to_vec()),
+            Draft::new(cart(), EndpointId::from_bytes([2; 16]))
+                .with_state(theirs.state().to_vec())
+                .with_sealed(true),
         )
         .unwrap();
     assert!(matches!(
@@ -204,16 +206,73 @@ fn a_sealed_state_minted_into_another_session_does_not_open() {
 #[test]
 fn an_unsealed_state_does_not_open() {
     let key = key(1);
+    let state = b"a plain state, long enough for a nonce and a tag".to_vec();
     let plain = Minter::new(key.clone())
+        .mint(Draft::new(cart(), EndpointId::from_bytes([1; 16])).with_state(state.clone()))
+        .unwrap();
+    assert!(!plain.is_sealed());
+    // Its claims say it is not sealed: refused without an attempt to decrypt.
+    assert!(matches!(
+        StateSealer::new(&key).open_scone(&plain),
+        Err(SealedError::NotSealed)
+    ));
+    // Claimed sealed, but not: it does not open.
+    let claimed = Minter::new(key.clone())
         .mint(
             Draft::new(cart(), EndpointId::from_bytes([1; 16]))
-                .with_state(b"a plain state, long enough for a nonce and a tag".to_vec()),
+                .with_state(state)
+                .with_sealed(true),
         )
         .unwrap();
     assert!(matches!(
-        StateSealer::new(&key).open_scone(&plain),
+        StateSealer::new(&key).open_scone(&claimed),
         Err(SealedError::Open)
     ));
+}
+
+#[test]
+fn the_sealed_flag_and_state_format_are_signed_claims_that_round_trip() {
+    let key = key(1);
+    let mut draft = Draft::new(cart(), EndpointId::from_bytes([1; 16]))
+        .with_state(b"{\"items\":[]}".to_vec())
+        .with_state_format(StateFormat::Json);
+    assert!(!draft.sealed, "a draft is not sealed until sealed");
+    StateSealer::new(&key).seal_draft(&mut draft).unwrap();
+    assert!(draft.sealed);
+    assert_eq!(
+        draft.state_format,
+        StateFormat::Json,
+        "the plaintext's format"
+    );
+    let scone = Minter::new(key.clone()).mint(draft).unwrap();
+    let back = Scone::decode(scone.encoded().clone()).unwrap();
+    assert!(back.is_sealed());
+    assert_eq!(back.state_format(), StateFormat::Json);
+    // The successor keeps both, and sealing it again keeps it sealed.
+    let next = back.successor(b"{}".to_vec());
+    assert!(next.sealed);
+    assert_eq!(next.state_format, StateFormat::Json);
+    // The flag is under the signature: clearing it breaks the SCONE.
+    let verifier = Verifier::new(KeyRing::for_service(cart(), [key.public_key()]).unwrap())
+        .for_service(cart());
+    assert!(verifier.verify(&back).is_ok());
+    let claims_end = scone.encoded().len() - scone_seal_len(&scone);
+    let flag_at = claims_end - scone.state().len() - 2;
+    let mut cleared = scone.encoded().to_vec();
+    assert_eq!(
+        cleared[flag_at], 1,
+        "the sealed flag sits before the state's length"
+    );
+    cleared[flag_at] = 0;
+    let cleared = Scone::decode(cleared).unwrap();
+    assert!(!cleared.is_sealed());
+    assert!(verifier.verify(&cleared).is_err());
+}
+
+/// The length of a tagged, lone SCONE's seal: tag, index, no siblings, signature.
+fn scone_seal_len(scone: &Scone) -> usize {
+    assert!(scone.has_tag() && scone.batch_size_bound() == 1);
+    (1 + 1 + 32) + 1 + 1 + (1 + 64)
 }
 
 #[test]
@@ -305,7 +364,7 @@ fn a_state_that_does_not_open_leaves_the_context_unopened() {
     let mut ctx = SconeContext::new(bundle_of(plain));
     assert!(matches!(
         ctx.open_incoming(&cart(), &StateSealer::new(&key(1))),
-        Err(SealedError::Truncated { len: 5 })
+        Err(SealedError::NotSealed)
     ));
     assert!(!ctx.is_opened(&cart()));
     // An unsealed service reads the state as it is, as before.

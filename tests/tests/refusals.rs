@@ -195,6 +195,18 @@ async fn a_generated_client_sees_a_refusal_as_a_typed_error() {
         Some(RefusalKind::Scone(RejectReason::UnknownKey)),
         "{error:?}"
     );
+    // Shown to a person, the refusal says what, why, and its code.
+    let shown = scone_rpc::CallError::from(error);
+    assert_eq!(
+        shown.refusal(),
+        Some(RefusalKind::Scone(RejectReason::UnknownKey))
+    );
+    let text = shown.to_string();
+    assert!(
+        text.starts_with("the scone was refused [scone-unknown-key] by cart: ")
+            && text.contains("unknown key"),
+        "{text}"
+    );
     f.server.stop().await;
 }
 

@@ -122,9 +122,19 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
             }
         })
     });
+    let first = idents
+        .first()
+        .map_or_else(|| "field".to_owned(), |i| i.to_string());
     let tracked_doc = format!(
-        "Change-tracking handle of [`{name}`]: reads through `Deref`, writes through the \
-         `_mut` accessors, and [`save`](Self::save)s only if a field changed."
+        "Change-tracking handle of [`{name}`], from `{name}::load()`.\n\n\
+         - **Read** fields through `Deref`: `state.{first}`.\n\
+         - **Write** through the generated `_mut` accessors: `*state.{first}_mut() = ...`. \
+           `state.{first} = ...` does not compile (\"`DerefMut` is required\"): a write \
+           must go through an accessor so the field is marked for the change check.\n\
+         - **Save** with [`save`](Self::save): a new SCONE is minted for the reply only if \
+           a marked field really changed. A handle dropped without `save` loses its \
+           changes; debug builds log a warning when that happens to a changed handle, and \
+           [`discard`](Self::discard) drops changes on purpose."
     );
     let service_lit = LitStr::new(&service, Span::call_site());
 
@@ -164,6 +174,7 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
         }
 
         #[doc = #tracked_doc]
+        #[must_use = "a loaded state does nothing unless read, or changed and saved"]
         #vis struct #tracked(#krate::state::Tracker<#name>);
 
         impl ::core::convert::From<#krate::state::Tracker<#name>> for #tracked {
@@ -198,9 +209,14 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
                 &self.0
             }
 
-            /// The value, ending tracking.
+            /// The value, ending tracking (any change is not saved).
             #vis fn into_inner(self) -> #name {
                 self.0.into_inner()
+            }
+
+            /// Drops the changes on purpose: nothing is saved, and no warning is logged.
+            #vis fn discard(self) {
+                self.0.discard()
             }
         }
     })

@@ -23,6 +23,7 @@ use crate::envelope::{
 };
 use crate::server::replay::{SessionKey, Watermark, Watermarks};
 use crate::server::signer::{GroupSigner, SigningStats};
+use crate::state::SconeState;
 
 /// Settings of a [`SconeLayer`].
 #[derive(Clone, Debug)]
@@ -53,10 +54,11 @@ pub struct LayerConfig {
     /// Where time comes from: stamps, expiry checks, renewal. Tests pass a manual clock.
     pub clock: Arc<dyn Clock>,
     /// Seals the state (see `scone::sealed`): holders and relays see the claims, not the
-    /// state; only servers holding the signing key open it. Nothing in a SCONE says
-    /// whether its state is sealed, so every server of a service must set this alike: a
-    /// sealed server refuses a state it cannot open (minted unsealed, or under a key it
-    /// no longer holds), and switching a live service over ends its open sessions.
+    /// state; only servers holding the signing key open it. Each SCONE says (under its
+    /// signature) whether its state is sealed, and every server of a service must set this
+    /// alike: a sealing server refuses an unsealed state, one that does not seal refuses a
+    /// sealed one (both `Scone(Malformed)`, before the handler runs), and switching a live
+    /// service over ends its open sessions.
     pub sealed_state: bool,
 }
 
@@ -106,6 +108,23 @@ impl SconeLayer {
     /// Fails only if the nonce pool's background thread cannot be started.
     pub fn new(service: ServiceId, key: SigningKey) -> std::io::Result<Self> {
         Self::with_config(service, key, KeyRing::new(), LayerConfig::default())
+    }
+
+    /// A layer for the service that state type `S` belongs to (its
+    /// `#[scone(service = "...")]`), with default settings: the name is written once.
+    ///
+    /// ```
+    /// # use scone_rpc::{SconeLayer, SconeState, SigningKey};
+    /// # #[derive(SconeState, serde::Serialize, serde::Deserialize, Default)]
+    /// # #[scone(service = "cart")]
+    /// # struct CartState { items: Vec<String> }
+    /// let layer = SconeLayer::for_state::<CartState>(SigningKey::generate()?)?;
+    /// assert_eq!(layer.service().as_str(), "cart");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn for_state<S: SconeState>(key: SigningKey) -> std::io::Result<Self> {
+        let service = S::service_id().map_err(std::io::Error::other)?;
+        Self::new(service, key)
     }
 
     /// A layer that also accepts SCONEs signed by `older_keys` (during a key rotation),
@@ -213,6 +232,15 @@ impl Shared {
         let (ours, carried) = self.admit(request.scones)?;
         let inner_request = postcard::from_bytes(&request.body)
             .map_err(|error| self.refuse(RefusalKind::BadRequest, error.to_string()))?;
+        if self.sealer.is_none() {
+            if let Some(sealed) = ours.get(&self.service).filter(|scone| scone.is_sealed()) {
+                let detail = format!(
+                    "the state of version {} is sealed, and this server does not seal",
+                    sealed.version()
+                );
+                return Err(self.refuse(RefusalKind::Scone(RejectReason::Malformed), detail));
+            }
+        }
         let mut scope = SconeContext::new(ours).with_carried(carried);
         if let Some(sealer) = &self.sealer {
             // After verification: only a SCONE we signed is worth opening.
@@ -278,7 +306,11 @@ impl Shared {
                 Draft::new(write.service, endpoint).with_state(write.state)
             }
         };
-        Ok(draft.with_status(write.status))
+        // A write is plaintext in the format it names; `mint` seals it if the service seals.
+        Ok(draft
+            .with_status(write.status)
+            .with_state_format(write.format)
+            .with_sealed(false))
     }
 
     /// A renewal of `incoming` if a request that changed nothing should get one: past

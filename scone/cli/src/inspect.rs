@@ -8,10 +8,11 @@ use anyhow::Context;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use clap::Args;
-use scone::{
-    DecodeError, KeyRing, PublicKey, Scone, ServiceId, Verifier, VerifierConfig, VerifyError,
-    DEFAULT_MAX_SCONE_BYTES,
-};
+use scone::{PublicKey, Scone, ServiceId, DEFAULT_MAX_SCONE_BYTES};
+
+use crate::out::outln;
+use crate::time::{date, date_and_relative};
+use crate::verdict::{check, Checks, Report, Verdict};
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
@@ -60,46 +61,6 @@ pub struct VerifyArgs {
     max_ttl: Option<Duration>,
 }
 
-/// The outcome of checking a decoded SCONE.
-enum Verdict {
-    Valid,
-    NotVerified,
-    Invalid(VerifyError),
-}
-
-impl Verdict {
-    fn word(&self) -> &'static str {
-        match self {
-            Verdict::Valid => "valid",
-            Verdict::NotVerified => "not verified",
-            Verdict::Invalid(VerifyError::Expired { .. }) => "expired",
-            Verdict::Invalid(VerifyError::NotYetValid { .. }) => "not yet valid",
-            Verdict::Invalid(VerifyError::UnknownKey(_)) => "unknown key",
-            Verdict::Invalid(VerifyError::KeyNotForService { .. }) => "key not for this service",
-            Verdict::Invalid(VerifyError::LifetimeTooLong { .. }) => "lifetime too long",
-            Verdict::Invalid(VerifyError::WrongService { .. }) => "wrong service",
-            Verdict::Invalid(VerifyError::BadSignature) => "bad signature",
-            Verdict::Invalid(VerifyError::Decode(DecodeError::TooLarge { .. })) => "too large",
-            Verdict::Invalid(_) => "invalid",
-        }
-    }
-
-    fn detail(&self) -> String {
-        match self {
-            Verdict::Valid => "signature, key, service and expiry check out".into(),
-            Verdict::NotVerified => "no --pubkey given, so the signature was not checked".into(),
-            Verdict::Invalid(error) => error.to_string(),
-        }
-    }
-
-    fn exit_code(&self) -> ExitCode {
-        match self {
-            Verdict::Invalid(_) => ExitCode::FAILURE,
-            Verdict::Valid | Verdict::NotVerified => ExitCode::SUCCESS,
-        }
-    }
-}
-
 fn read_scone(arg: Option<&str>) -> anyhow::Result<Scone> {
     let text = match arg {
         Some(text) if text != "-" => text.to_owned(),
@@ -120,48 +81,9 @@ fn read_scone(arg: Option<&str>) -> anyhow::Result<Scone> {
     Scone::from_text(&text).context("could not decode the scone")
 }
 
-/// What `inspect` and `verify` check a SCONE against.
-struct Checks<'a> {
-    pubkeys: &'a [PublicKey],
-    service: Option<&'a ServiceId>,
-    clock_skew: Duration,
-    max_ttl: Option<Duration>,
-}
-
-fn check(scone: &Scone, checks: &Checks<'_>) -> anyhow::Result<Verdict> {
-    if checks.pubkeys.is_empty() {
-        return Ok(match checks.service {
-            Some(expected) if scone.service() != expected => {
-                Verdict::Invalid(VerifyError::WrongService {
-                    expected: expected.clone(),
-                    found: scone.service().clone(),
-                })
-            }
-            _ => Verdict::NotVerified,
-        });
-    }
-    // The user names the keys for this one SCONE: without --service, that is a statement
-    // about the service it names.
-    let trusted_for = checks.service.unwrap_or(scone.service());
-    let keys = KeyRing::for_service(trusted_for.clone(), checks.pubkeys.iter().copied())
-        .context("the --pubkey keys cannot be trusted together")?;
-    let mut verifier = Verifier::new(keys).with_config(VerifierConfig {
-        clock_skew: checks.clock_skew,
-        max_ttl: checks.max_ttl,
-        ..VerifierConfig::default()
-    });
-    if let Some(service) = checks.service {
-        verifier = verifier.for_service(service.clone());
-    }
-    Ok(match verifier.verify(scone) {
-        Ok(()) => Verdict::Valid,
-        Err(error) => Verdict::Invalid(error),
-    })
-}
-
 pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let scone = read_scone(args.scone.as_deref())?;
-    let verdict = check(
+    let report = check(
         &scone,
         &Checks {
             pubkeys: &args.pubkeys,
@@ -170,16 +92,17 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             max_ttl: args.max_ttl,
         },
     )?;
-    match &verdict {
-        Verdict::Valid => println!("valid"),
-        other => println!("{}: {}", other.word(), other.detail()),
+    match (&report.verdict, &report.skew_note) {
+        (Verdict::Valid, None) => outln!("valid")?,
+        (Verdict::Valid, Some(note)) => outln!("valid: {note}")?,
+        _ => outln!("{}: {}", report.headline(), report.detail())?,
     }
-    Ok(verdict.exit_code())
+    Ok(report.exit().into())
 }
 
 pub fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     let scone = read_scone(args.scone.as_deref())?;
-    let verdict = check(
+    let report = check(
         &scone,
         &Checks {
             pubkeys: &args.pubkeys,
@@ -189,37 +112,31 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
         },
     )?;
     if args.json {
-        println!(
+        outln!(
             "{}",
-            serde_json::to_string_pretty(&as_json(&scone, &verdict))?
-        );
+            serde_json::to_string_pretty(&as_json(&scone, &report))?
+        )?;
     } else {
-        print_fields(&scone, &verdict);
+        print_fields(&scone, &report)?;
     }
-    Ok(verdict.exit_code())
-}
-
-/// Milliseconds since the epoch of 10000-01-01: RFC 3339 (and humantime) stop at 9999.
-const YEAR_10000_MS: u64 = 253_402_300_800_000;
-
-fn rfc3339(ms: u64) -> String {
-    if ms >= YEAR_10000_MS {
-        return format!("{ms} ms after the epoch (after the year 9999)");
-    }
-    humantime::format_rfc3339_millis(scone::clock::to_system_time(ms)).to_string()
+    Ok(report.exit().into())
 }
 
 /// The state as JSON if it is JSON (as `scone mint` writes it), else `None`.
 fn state_json(scone: &Scone) -> Option<serde_json::Value> {
-    serde_json::from_slice(scone.state()).ok()
+    // A sealed state is ciphertext, whatever its plaintext's format.
+    (!scone.is_sealed())
+        .then(|| serde_json::from_slice(scone.state()).ok())
+        .flatten()
 }
 
-fn print_fields(scone: &Scone, verdict: &Verdict) {
+fn print_fields(scone: &Scone, report: &Report) -> anyhow::Result<()> {
     let state = match state_json(scone) {
         Some(json) => json.to_string(),
         None if scone.state().is_empty() => "(empty)".into(),
         None => format!("base64 {}", STANDARD.encode(scone.state())),
     };
+    let now_ms = report.now_ms;
     let rows = [
         ("format", scone.format_version().to_string()),
         ("service", scone.service().to_string()),
@@ -227,8 +144,11 @@ fn print_fields(scone: &Scone, verdict: &Verdict) {
         ("object", scone.object().to_string()),
         ("status", scone.status().to_string()),
         ("version", scone.version().to_string()),
-        ("issued at", rfc3339(scone.issued_at_ms())),
-        ("expires at", rfc3339(scone.expires_at_ms())),
+        ("issued at", date_and_relative(scone.issued_at_ms(), now_ms)),
+        (
+            "expires at",
+            date_and_relative(scone.expires_at_ms(), now_ms),
+        ),
         ("key id", scone.key_id().to_string()),
         (
             "issuer tag",
@@ -242,20 +162,27 @@ fn print_fields(scone: &Scone, verdict: &Verdict) {
             },
         ),
         ("size", format!("{} bytes", scone.encoded_len())),
+        ("encoding", scone.state_format().to_string()),
+        (
+            "sealed",
+            if scone.is_sealed() { "yes" } else { "no" }.into(),
+        ),
         ("state", format!("{} bytes: {state}", scone.state().len())),
+        (
+            "verdict",
+            format!("{} ({})", report.headline(), report.detail()),
+        ),
     ];
     for (name, value) in rows {
-        println!("{name:<11} {value}");
+        outln!("{name:<11} {value}")?;
     }
-    println!(
-        "{:<11} {} ({})",
-        "verdict",
-        verdict.word(),
-        verdict.detail()
-    );
+    if let Some(note) = &report.skew_note {
+        outln!("{:<11} {note}", "note")?;
+    }
+    Ok(())
 }
 
-fn as_json(scone: &Scone, verdict: &Verdict) -> serde_json::Value {
+fn as_json(scone: &Scone, report: &Report) -> serde_json::Value {
     serde_json::json!({
         "format": scone.format_version(),
         "service": scone.service().as_str(),
@@ -263,19 +190,27 @@ fn as_json(scone: &Scone, verdict: &Verdict) -> serde_json::Value {
         "object": scone.object().0,
         "status": scone.status().as_str(),
         "version": scone.version(),
-        "issued_at": rfc3339(scone.issued_at_ms()),
+        "issued_at": date(scone.issued_at_ms()),
         "issued_at_ms": scone.issued_at_ms(),
-        "expires_at": rfc3339(scone.expires_at_ms()),
+        "expires_at": date(scone.expires_at_ms()),
         "expires_at_ms": scone.expires_at_ms(),
+        "now": date(report.now_ms),
+        "now_ms": report.now_ms,
         "key_id": scone.key_id().to_string(),
         "issuer_tag": scone.has_tag(),
         "batch_size_bound": scone.batch_size_bound(),
         "size": scone.encoded_len(),
+        "state_format": scone.state_format().as_str(),
+        "sealed": scone.is_sealed(),
         "state_len": scone.state().len(),
         "state": state_json(scone),
         "state_base64": STANDARD.encode(scone.state()),
-        "verdict": verdict.word(),
-        "detail": verdict.detail(),
-        "valid": matches!(verdict, Verdict::Valid),
+        "verdict": report.word(),
+        "code": report.code(),
+        "detail": report.detail(),
+        "valid": matches!(report.verdict, Verdict::Valid),
+        "accepted_within_clock_skew": report.skew_note.is_some(),
+        "note": report.skew_note,
+        "exit_status": report.exit() as u8,
     })
 }
