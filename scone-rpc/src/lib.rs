@@ -126,8 +126,9 @@
 //! the newest. Where state must not roll back (a balance, a counter of uses), turn on the
 //! **replay guard** ([`server::replay`], `LayerConfig::replay_guard`): the server then
 //! keeps, per live session, the newest version it issued (a [`server::replay::Watermark`]:
-//! about 60 to 120 bytes per session with the hash table's overhead, against the whole
-//! state a stateful server keeps) and refuses an older one with
+//! about 80 bytes per session with the hash table's overhead, measured in `vs_baseline` as
+//! 7.5 MB more server memory at 100,000 sessions, where the stateful baseline keeps its
+//! whole state, 33 MB for a 256-byte one) and refuses an older one with
 //! `RefusalKind::Scone(RejectReason::Stale)`; two requests that race from one version
 //! cannot both write (no forked history). What each placement prevents:
 //!

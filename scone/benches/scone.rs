@@ -123,5 +123,31 @@ fn cache(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, mint, verify, encode_decode, cache);
+/// Sealed state: what a sealing server adds per call (one seal on the way out, one open on
+/// the way in), next to a plain mint.
+fn sealed(c: &mut Criterion) {
+    let key = SigningKey::from_seed(&[7; 32]);
+    let sealer = scone::sealed::StateSealer::new(&key);
+    let service = ServiceId::new("bench").unwrap();
+    let mut group = c.benchmark_group("sealed");
+    for len in [64usize, 256, 4096] {
+        group.throughput(Throughput::Bytes(len as u64));
+        group.bench_function(BenchmarkId::new("seal", len), |b| {
+            b.iter(|| {
+                let mut draft = draft(&service, len);
+                sealer.seal_draft(&mut draft).unwrap();
+                draft
+            })
+        });
+        let mut sealed_draft = draft(&service, len);
+        sealer.seal_draft(&mut sealed_draft).unwrap();
+        let scone = Minter::new(key.clone()).mint(sealed_draft).unwrap();
+        group.bench_function(BenchmarkId::new("open", len), |b| {
+            b.iter(|| sealer.open_scone(&scone).unwrap())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, mint, verify, encode_decode, cache, sealed);
 criterion_main!(benches);
