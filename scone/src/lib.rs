@@ -33,7 +33,8 @@
 //! - [`keys`]: signing and public keys, key IDs, key files.
 //! - [`mint`]: [`Minter`] turns a [`Draft`] into a signed SCONE, alone or in a batch.
 //! - [`presign`]: offline/online Ed25519 signing with precomputed nonces.
-//! - [`verify`]: [`Verifier`] and its [`KeyRing`]: every check before a handler sees state.
+//! - [`verify`]: [`Verifier`] and its [`KeyRing`]: every check before a handler sees state;
+//!   [`VerifiedRoots`] lets a verifier check each group's signature once.
 //! - [`bundle`]: [`SconeBundle`], the SCONEs one message carries, one per service.
 //! - [`cache`]: [`SconeCache`], a bounded LRU by service ID (clients) or client and service (relays).
 //! - [`context`]: the task-local context a handler reads and writes its state through.
@@ -94,4 +95,4 @@ pub use crate::keys::{PublicKey, SigningKey};
 pub use crate::mint::{Draft, Minter, MinterConfig};
 pub use crate::scone::{Scone, StateFormat, Status, DEFAULT_MAX_SCONE_BYTES, FORMAT_VERSION};
 pub use crate::sealed::{SealBinding, SealedError, StateSealer};
-pub use crate::verify::{KeyRing, Verifier, VerifierConfig};
+pub use crate::verify::{KeyRing, SignatureCheck, VerifiedRoots, Verifier, VerifierConfig};

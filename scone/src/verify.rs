@@ -16,6 +16,10 @@ use crate::keys::{PublicKey, SigningKey};
 use crate::scone::{Scone, DEFAULT_MAX_SCONE_BYTES};
 use crate::seal;
 
+mod roots;
+
+pub use roots::{SignatureCheck, VerifiedRoots};
+
 /// The public keys a verifier trusts, each for the services it signs for.
 ///
 /// A key vouches only for SCONEs of the services it is trusted for: a verifier that trusts
@@ -276,6 +280,30 @@ impl Verifier {
 
     /// Verifies a decoded SCONE.
     pub fn verify(&self, scone: &Scone) -> Result<(), VerifyError> {
+        self.verify_with(scone, None).map(|_| ())
+    }
+
+    /// Verifies a decoded SCONE like [`verify`](Self::verify), but checks the signature
+    /// only if `roots` has not seen this key, Merkle root and signature verify before (and
+    /// remembers them when it does). Every other check runs as usual, and the root is
+    /// recomputed from the SCONE itself; see [`VerifiedRoots`] for why that is sound.
+    ///
+    /// For a verifier that meets many SCONEs minted together, such as a relay: a server
+    /// that signs in groups gives each group one root, so one signature check serves the
+    /// whole group.
+    pub fn verify_caching(
+        &self,
+        scone: &Scone,
+        roots: &VerifiedRoots,
+    ) -> Result<SignatureCheck, VerifyError> {
+        self.verify_with(scone, Some(roots))
+    }
+
+    fn verify_with(
+        &self,
+        scone: &Scone,
+        roots: Option<&VerifiedRoots>,
+    ) -> Result<SignatureCheck, VerifyError> {
         if scone.encoded_len() > self.config.max_scone_bytes {
             return Err(DecodeError::TooLarge {
                 size: scone.encoded_len(),
@@ -299,16 +327,22 @@ impl Verifier {
         let seal = scone.seal();
         let signature = seal.signature(scone.encoded());
         if self.issued_by_me(scone, key, &claims_digest, &signature) {
-            return Ok(());
+            return Ok(SignatureCheck::IssuerTag);
         }
         let leaf = seal::leaf_digest(&claims_digest, seal.index);
         let root = seal::root_from_path(leaf, seal.index, seal.siblings(scone.encoded()));
-        let signature = ed25519_dalek::Signature::from_bytes(&signature);
+        if roots.is_some_and(|roots| roots.contains(key, &root, &signature)) {
+            return Ok(SignatureCheck::CachedRoot);
+        }
         // Strict: rejects non-canonical and small-order encodings, so a signature cannot be
         // altered into another one that still verifies.
         key.ed25519()
-            .verify_strict(&root, &signature)
-            .map_err(|_| VerifyError::BadSignature)
+            .verify_strict(&root, &ed25519_dalek::Signature::from_bytes(&signature))
+            .map_err(|_| VerifyError::BadSignature)?;
+        if let Some(roots) = roots {
+            roots.insert(key, &root, &signature);
+        }
+        Ok(SignatureCheck::Checked)
     }
 
     fn check_window(&self, scone: &Scone) -> Result<(), VerifyError> {
@@ -399,6 +433,70 @@ mod tests {
             Verifier::new(ring).trusting_own_tags(service("cart"), &own),
             Err(KeyError::KeyIdCollision(_))
         ));
+    }
+
+    #[test]
+    fn scones_minted_together_cost_one_signature_check() {
+        use crate::mint::{Draft, Minter};
+        use crate::EndpointId;
+        use std::num::NonZeroUsize;
+
+        let key = SigningKey::from_seed(&[5; 32]);
+        let cart = service("cart");
+        let drafts: Vec<Draft> = (0..3u8)
+            .map(|i| Draft::new(cart.clone(), EndpointId::from_bytes([i; 16])))
+            .collect();
+        let batch = Minter::new(key.clone()).mint_batch(&drafts).unwrap();
+        let lone = Minter::new(key.clone())
+            .mint(Draft::new(cart.clone(), EndpointId::from_bytes([9; 16])))
+            .unwrap();
+        let verifier =
+            Verifier::new(KeyRing::for_service(cart.clone(), [key.public_key()]).unwrap());
+        let roots = VerifiedRoots::new(NonZeroUsize::new(8).unwrap());
+
+        let checks: Vec<SignatureCheck> = batch
+            .iter()
+            .map(|scone| verifier.verify_caching(scone, &roots).unwrap())
+            .collect();
+        assert_eq!(
+            checks,
+            [
+                SignatureCheck::Checked,
+                SignatureCheck::CachedRoot,
+                SignatureCheck::CachedRoot
+            ]
+        );
+        // Another root is checked on its own.
+        assert_eq!(
+            verifier.verify_caching(&lone, &roots).unwrap(),
+            SignatureCheck::Checked
+        );
+        assert_eq!(roots.len(), 2);
+
+        // A different signature over a cached root misses the cache and fails.
+        let mut bytes = batch[1].encoded().to_vec();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        let tampered = Scone::decode(bytes).unwrap();
+        assert!(matches!(
+            verifier.verify_caching(&tampered, &roots),
+            Err(VerifyError::BadSignature)
+        ));
+        // A key no longer trusted (or not for this service) is refused, cache or not.
+        let other =
+            Verifier::new(KeyRing::for_service(service("billing"), [key.public_key()]).unwrap());
+        assert!(matches!(
+            other.verify_caching(&batch[0], &roots),
+            Err(VerifyError::KeyNotForService { .. })
+        ));
+        assert!(matches!(
+            Verifier::new(KeyRing::new()).verify_caching(&batch[0], &roots),
+            Err(VerifyError::UnknownKey(_))
+        ));
+        // The plain check is unchanged.
+        batch
+            .iter()
+            .for_each(|scone| verifier.verify(scone).unwrap());
     }
 
     #[test]

@@ -1,0 +1,84 @@
+//! The `scone-relay` binary as a process: settings from a file and flags, a thin client
+//! through it, and a clean exit on SIGTERM.
+
+mod common;
+
+use std::process::Stdio;
+
+use common::*;
+use scone::SigningKey;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+const RELAY: &str = env!("CARGO_BIN_EXE_scone-relay");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_relays_a_thin_client_and_exits_0_on_sigterm() {
+    let key = SigningKey::generate().unwrap();
+    let server = cart_server(&key, "only").await;
+    // Routes and keys from the file; the listen address from a flag, which overrides
+    // the file's.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("relay.toml");
+    let toml = format!(
+        "listen = \"127.0.0.1:1\"\n[routes]\ncart = [\"{}\"]\n[trust]\ncart = [\"{}\"]\n",
+        server.addr,
+        key.public_key()
+    );
+    std::fs::write(&file, toml).unwrap();
+    let mut relay = Command::new(RELAY)
+        .arg("--config")
+        .arg(&file)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(relay.stdout.take().unwrap()).lines();
+    let line = bounded(stdout.next_line()).await.unwrap().expect("a line");
+    let addr: std::net::SocketAddr = line
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .parse()
+        .unwrap();
+
+    let client = thin_cart(addr, client_id(1)).await;
+    add(&client, "apple", 1).await;
+    assert_eq!(items(&add(&client, "apple", 1).await), [("apple", 2)]);
+
+    let pid = relay.id().expect("running").to_string();
+    let kill = bounded(Command::new("kill").args(["-TERM", &pid]).status())
+        .await
+        .unwrap();
+    assert!(kill.success());
+    let status = bounded(relay.wait()).await.unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn help_shows_examples_and_a_bad_flag_is_a_usage_error() {
+    let help = bounded(Command::new(RELAY).arg("--help").output())
+        .await
+        .unwrap();
+    assert!(help.status.success());
+    let text = String::from_utf8(help.stdout).unwrap();
+    for expected in [
+        "--route",
+        "--trust",
+        "--config",
+        "Examples:",
+        "bearer secrets",
+    ] {
+        assert!(
+            text.contains(expected),
+            "--help lacks {expected:?}:\n{text}"
+        );
+    }
+    let bad = bounded(Command::new(RELAY).args(["--route", "cart"]).output())
+        .await
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("SERVICE=ADDR"));
+}
