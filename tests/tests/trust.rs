@@ -308,8 +308,8 @@ async fn a_front_end_cannot_grow_the_companions_past_what_a_request_carries() {
     flooding.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expired_scone_earns_the_expired_refusal_not_an_empty_session() {
+/// A cart server whose SCONEs live 60 s, with no clock skew allowed, on a manual clock.
+async fn clocked_cart_server() -> (Arc<ManualClock>, TestServer) {
     let clock = ManualClock::new(1_800_000_000_000);
     let config = LayerConfig {
         ttl: Duration::from_secs(60),
@@ -317,7 +317,15 @@ async fn an_expired_scone_earns_the_expired_refusal_not_an_empty_session() {
         clock: clock.clone(),
         ..LayerConfig::default()
     };
-    let server = cart_server(SigningKey::generate().unwrap(), config).await;
+    (
+        clock,
+        cart_server(SigningKey::generate().unwrap(), config).await,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_scone_earns_the_expired_refusal_not_an_empty_session() {
+    let (clock, server) = clocked_cart_server().await;
     let store = SconeStore::default().with_clock(clock.clone());
     let client = bounded(cart::connect(server.addr, store.clone()))
         .await
@@ -344,14 +352,7 @@ async fn an_expired_scone_earns_the_expired_refusal_not_an_empty_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_only_reads_keeps_its_session_by_renewal() {
-    let clock = ManualClock::new(1_800_000_000_000);
-    let config = LayerConfig {
-        ttl: Duration::from_secs(60),
-        clock_skew: Duration::ZERO,
-        clock: clock.clone(),
-        ..LayerConfig::default()
-    };
-    let server = cart_server(SigningKey::generate().unwrap(), config).await;
+    let (clock, server) = clocked_cart_server().await;
     let cart_id = cart::service_id().unwrap();
     let store = SconeStore::default().with_clock(clock.clone());
     let client = bounded(cart::connect(server.addr, store.clone()))
