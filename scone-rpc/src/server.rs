@@ -22,6 +22,8 @@
 //!   [`idle_timeout`](ServerConfig::idle_timeout);
 //! - a frame has started arriving and not finished within
 //!   [`frame_timeout`](ServerConfig::frame_timeout) (a "slowloris" peer);
+//! - its replies have waited for the peer to read them, with none going through, for
+//!   `frame_timeout` (a peer that sends requests but never reads);
 //! - its TLS handshake takes longer than
 //!   [`tls_handshake_timeout`](ServerConfig::tls_handshake_timeout);
 //!
@@ -30,9 +32,7 @@
 //! bytes of frames. The two timeouts are checked every quarter of the shorter (no timer per
 //! message), so each fires between one and one and a half times its length after the fact.
 //!
-//! Not covered yet: a peer that sends requests and never reads the replies keeps those
-//! requests in flight (so its connection is not idle) until their deadlines, which the
-//! client sets, pass.
+//! Not covered: a budget of frame bytes across all connections (each has its own).
 
 mod connection;
 mod guard;
@@ -83,7 +83,9 @@ pub struct ServerConfig {
     /// connects again. Nothing is lost: the client holds the state.
     pub idle_timeout: Duration,
     /// A frame that has started arriving must finish within this, or the connection is
-    /// closed: a peer cannot hold a permit by trickling a frame byte by byte.
+    /// closed: a peer cannot hold a permit by trickling a frame byte by byte. Replies
+    /// that wait this long for the peer to read them, with none going through, close the
+    /// connection too.
     pub frame_timeout: Duration,
     /// A TLS handshake ([`run_tls`]) must finish within this, or the connection is closed.
     pub tls_handshake_timeout: Duration,

@@ -219,3 +219,40 @@ async fn a_request_in_flight_keeps_its_connection_past_the_idle_timeout() {
     assert_eq!(slept, 1_000);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_sends_requests_but_never_reads_replies_is_disconnected() {
+    let frame_timeout = Duration::from_millis(300);
+    let server = cart_server(small_config(Duration::from_secs(60), frame_timeout)).await;
+    // A small receive window, so the replies back up quickly.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut flooder = bounded(socket.connect(server.addr)).await.unwrap();
+    let started = Instant::now();
+    // Requests go out until the server, which cannot write its replies, gives up on us
+    // and the connection breaks; the idle timeout (60 s) would be far beyond the limit.
+    let sent = bounded(async {
+        for id in 1..=2_000_000u64 {
+            if flooder.write_all(&view_frame(id)).await.is_err() {
+                return id;
+            }
+        }
+        panic!("two million requests went out without the server giving up");
+    })
+    .await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= frame_timeout,
+        "cut off after {waited:?}, {sent} requests"
+    );
+
+    // And the server still serves a real client.
+    let client = bounded(cart::connect(server.addr, SconeStore::default()))
+        .await
+        .unwrap();
+    assert!(bounded(client.view(context::current()))
+        .await
+        .unwrap()
+        .is_ok());
+    server.stop().await;
+}

@@ -42,6 +42,10 @@ pub(super) struct Activity {
     max_held_bytes: usize,
     /// The reader, parked while the budget is spent; woken by the request that frees it.
     parked: Cell<Option<Waker>>,
+    /// Whether replies are waiting for the peer to read what was already sent.
+    write_blocked: Cell<bool>,
+    /// Writes that went through: what shows a blocked writer moving again.
+    writes: Cell<u64>,
 }
 
 impl Activity {
@@ -56,6 +60,8 @@ impl Activity {
             held_bytes: Cell::new(0),
             max_held_bytes: max_held_bytes.max(1),
             parked: Cell::new(None),
+            write_blocked: Cell::new(false),
+            writes: Cell::new(0),
         })
     }
 
@@ -147,11 +153,28 @@ impl<Io: AsyncRead + AsyncWrite> Stream for Guarded<Io> {
     }
 }
 
+impl Activity {
+    /// Records whether a write had to wait for the peer: a peer that sends requests but
+    /// never reads the replies would otherwise hold its connection (and permit) forever.
+    fn wrote<T>(&self, poll: Poll<T>) -> Poll<T> {
+        if poll.is_pending() {
+            self.write_blocked.set(true);
+        } else {
+            if self.write_blocked.get() {
+                self.writes.set(self.writes.get() + 1);
+            }
+            self.write_blocked.set(false);
+        }
+        poll
+    }
+}
+
 impl<Io: AsyncWrite> Sink<Response<ResponseEnvelope>> for Guarded<Io> {
     type Error = io::Error;
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_ready(cx)
+        let this = self.project();
+        this.activity.wrote(this.inner.poll_ready(cx))
     }
 
     fn start_send(self: Pin<&mut Self>, item: Response<ResponseEnvelope>) -> io::Result<()> {
@@ -159,7 +182,8 @@ impl<Io: AsyncWrite> Sink<Response<ResponseEnvelope>> for Guarded<Io> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_flush(cx)
+        let this = self.project();
+        this.activity.wrote(this.inner.poll_flush(cx))
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -174,6 +198,8 @@ pub(super) enum Expired {
     Idle,
     /// A frame started arriving and did not finish within the frame timeout.
     SlowFrame,
+    /// Replies waited for the peer to read for the frame timeout, with no progress.
+    StalledReader,
 }
 
 impl fmt::Display for Expired {
@@ -181,12 +207,14 @@ impl fmt::Display for Expired {
         f.write_str(match self {
             Self::Idle => "idle",
             Self::SlowFrame => "frame too slow",
+            Self::StalledReader => "peer stopped reading replies",
         })
     }
 }
 
 /// Completes when the connection has been idle for `idle`, or a frame has been arriving
-/// for `frame`; the caller then closes it. Never completes otherwise.
+/// for `frame`, or replies have waited for the peer to read them for `frame` without any
+/// going through; the caller then closes it. Never completes otherwise.
 pub(super) async fn watch(activity: &Activity, idle: Duration, frame: Duration) -> Expired {
     let tick = (idle.min(frame) / 4).max(Duration::from_millis(1));
     let mut ticks = tokio::time::interval_at(Instant::now() + tick, tick);
@@ -195,6 +223,7 @@ pub(super) async fn watch(activity: &Activity, idle: Duration, frame: Duration) 
     let mut events_seen = activity.events.get();
     let mut quiet_since = Instant::now();
     let mut frame_seen: Option<(u64, Instant)> = None;
+    let mut blocked_seen: Option<(u64, Instant)> = None;
     loop {
         let now = ticks.tick().await;
         let events = activity.events.get();
@@ -216,6 +245,19 @@ pub(super) async fn watch(activity: &Activity, idle: Duration, frame: Duration) 
             }
         } else {
             frame_seen = None;
+        }
+        if activity.write_blocked.get() {
+            let current = activity.writes.get();
+            match blocked_seen {
+                Some((seen, since)) if seen == current => {
+                    if now.duration_since(since) >= frame {
+                        return Expired::StalledReader;
+                    }
+                }
+                _ => blocked_seen = Some((current, now)),
+            }
+        } else {
+            blocked_seen = None;
         }
     }
 }
@@ -273,6 +315,38 @@ mod tests {
         let started = Instant::now();
         assert_eq!(watching.await, Expired::SlowFrame);
         assert!(started.elapsed() <= SECOND, "{:?}", started.elapsed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_stops_reading_replies_expires_after_the_frame_timeout() {
+        // The peer's end of a tiny pipe is never read: the second reply cannot be written.
+        let (_peer, server_io) = tokio::io::duplex(64);
+        let activity = Activity::new(1 << 20);
+        let mut server = Guarded::new(Transport::new(server_io, 1 << 20), activity.clone());
+        let reply = |id| Response {
+            request_id: id,
+            message: Ok(ResponseEnvelope {
+                version: ENVELOPE_VERSION,
+                scones: Default::default(),
+                token: None,
+                outcome: crate::envelope::Outcome::Reply(bytes::Bytes::from_static(&[1; 200])),
+            }),
+        };
+        let sending = async {
+            for id in 0.. {
+                if server.send(reply(id)).await.is_err() {
+                    break;
+                }
+            }
+        };
+        let watching = watch(&activity, 60 * SECOND, SECOND);
+        let started = Instant::now();
+        tokio::select! {
+            () = sending => panic!("the writer never blocked"),
+            expired = watching => assert_eq!(expired, Expired::StalledReader),
+        }
+        let waited = started.elapsed();
+        assert!(SECOND <= waited && waited <= 2 * SECOND, "{waited:?}");
     }
 
     fn request(id: u64) -> ClientMessage<RequestEnvelope> {
