@@ -2,6 +2,7 @@
 //! keys, and the TOML config file ([`ConfigFile`]).
 
 mod file;
+mod mesh;
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -13,6 +14,7 @@ use scone::{CacheLimits, PublicKey, ServiceId};
 use scone_rpc::server::ServerConfig;
 
 pub use file::ConfigFile;
+pub use mesh::MeshConfig;
 
 use crate::error::ConfigError;
 
@@ -48,6 +50,8 @@ pub struct RelayConfig {
     /// The listener's bounds and timeouts (connections, frames, idle and slow peers):
     /// `scone_rpc::server::run`'s own (`--max-connections`, `--idle-timeout`).
     pub server: ServerConfig,
+    /// The relay mesh: peers, secret, copies (off unless a secret is given).
+    pub mesh: MeshConfig,
 }
 
 impl Default for RelayConfig {
@@ -65,6 +69,7 @@ impl Default for RelayConfig {
             pending_wait: Duration::from_secs(1),
             upstream: UpstreamConfig::default(),
             server: ServerConfig::default(),
+            mesh: MeshConfig::default(),
         }
     }
 }

@@ -35,6 +35,12 @@ pub enum ConfigError {
     /// A route names no upstream.
     #[error("the route for {0} names no upstream")]
     EmptyRoute(ServiceId),
+    /// The mesh secret is not 32 bytes in hex or base64.
+    #[error("the mesh secret is not 32 bytes in hex or base64")]
+    MeshSecret,
+    /// Mesh settings were given (peers, a mesh listener) but no mesh secret.
+    #[error("the mesh needs a secret (--mesh-secret-file)")]
+    MeshWithoutSecret,
     /// A public key does not parse.
     #[error("the key trusted for {service} is not a public key")]
     Key {

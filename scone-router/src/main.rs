@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use scone_router::{ConfigFile, Relay, RelayConfig, Route, TrustEntry};
+use scone_router::{ConfigFile, MeshSecret, MeshStore, Relay, RelayConfig, Route, TrustEntry};
 use tracing_subscriber::EnvFilter;
 
 const EXAMPLES: &str = "\
@@ -32,6 +32,12 @@ Examples:
       cart = [\"10.0.0.1:7001\", \"10.0.0.2:7001\"]
       [trust]
       cart = [\"<public key>\"]
+
+  # A mesh of relays: each keeps a copy of every stored SCONE on one peer (before
+  # replying) and asks its peers when it holds nothing; same secret file on every relay:
+  head -c 32 /dev/urandom | base64 > mesh.secret
+  scone-relay --config relay.toml --mesh-listen 0.0.0.0:7500 \\
+      --peer 10.0.0.2:7500 --peer 10.0.0.3:7500 --mesh-secret-file mesh.secret
 
   # More logs:
   RUST_LOG=scone_router=debug scone-relay --config relay.toml
@@ -83,6 +89,26 @@ struct Cli {
     /// run); for services whose calls have effects outside their state.
     #[arg(long)]
     no_retry: bool,
+    /// Where to listen for peer relays of the mesh.
+    #[arg(long, env = "SCONE_RELAY_MESH_LISTEN", value_name = "ADDR")]
+    mesh_listen: Option<SocketAddr>,
+    /// A peer relay's mesh address; repeat for each peer (replaces the file's list).
+    #[arg(long = "peer", value_name = "ADDR")]
+    peers: Vec<SocketAddr>,
+    /// A file holding the mesh secret: 32 random bytes in hex or base64, the same on
+    /// every relay of the mesh (`head -c 32 /dev/urandom | base64`). Turns the mesh on.
+    #[arg(long, env = "SCONE_RELAY_MESH_SECRET_FILE", value_name = "FILE")]
+    mesh_secret_file: Option<PathBuf>,
+    /// Peers each stored SCONE is copied to [default: 1].
+    #[arg(long, value_name = "N")]
+    replicas: Option<NonZeroUsize>,
+    /// Copy to peers after the reply has gone on, not before (see the docs' failure
+    /// window).
+    #[arg(long)]
+    fast: bool,
+    /// Bound of each peer connect and call [default: 500ms].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    peer_timeout: Option<Duration>,
 }
 
 impl Cli {
@@ -121,6 +147,24 @@ impl Cli {
         if self.no_retry {
             config.upstream.retry_after_connection_loss = false;
         }
+        if let Some(listen) = self.mesh_listen {
+            config.mesh.listen = Some(listen);
+        }
+        if !self.peers.is_empty() {
+            config.mesh.peers = self.peers;
+        }
+        if let Some(path) = &self.mesh_secret_file {
+            config.mesh.secret = Some(MeshSecret::load(path)?);
+        }
+        if let Some(replicas) = self.replicas {
+            config.mesh.replicas = replicas;
+        }
+        if self.fast {
+            config.mesh.fast = true;
+        }
+        if let Some(timeout) = self.peer_timeout {
+            config.mesh.peer_timeout = timeout;
+        }
         Ok(config)
     }
 }
@@ -137,17 +181,54 @@ async fn main() -> anyhow::Result<()> {
     if config.routes.is_empty() {
         tracing::warn!("no routes: every request will be refused (give --route SERVICE=ADDR)");
     }
-    let relay = Relay::new(&config)?;
     // Listen for the signals before saying we listen, so that none is missed.
     let shutdown = shutdown_signal()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("could not listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    println!("listening on {addr}");
     let routes: Vec<String> = config.routes.iter().map(Route::to_string).collect();
-    tracing::info!(%addr, ?routes, trusted_keys = config.trust.len(), "relay listening");
-    relay.run(listener, shutdown).await?;
+    let mesh_on = config.mesh.secret.is_some();
+    if !mesh_on && (config.mesh.listen.is_some() || !config.mesh.peers.is_empty()) {
+        anyhow::bail!(scone_router::ConfigError::MeshWithoutSecret);
+    }
+    if !mesh_on {
+        let relay = Relay::new(&config)?;
+        println!("listening on {addr}");
+        tracing::info!(%addr, ?routes, trusted_keys = config.trust.len(), "relay listening");
+        relay.run(listener, shutdown).await?;
+        tracing::info!("relay stopped");
+        return Ok(());
+    }
+    let store = MeshStore::new(&config)?;
+    let relay = Relay::with_store(&config, store.clone())?;
+    // One signal stops both listeners.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mesh = match config.mesh.listen {
+        Some(mesh_addr) => {
+            let mesh_listener = tokio::net::TcpListener::bind(mesh_addr)
+                .await
+                .with_context(|| format!("could not listen for peers on {mesh_addr}"))?;
+            println!("mesh listening on {}", mesh_listener.local_addr()?);
+            let mut stop = stop_rx.clone();
+            Some(tokio::spawn(store.run(mesh_listener, async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+            })))
+        }
+        None => None,
+    };
+    println!("listening on {addr}");
+    tracing::info!(%addr, ?routes, peers = ?config.mesh.peers, replicas = config.mesh.replicas, fast = config.mesh.fast, "relay listening, in a mesh");
+    let served = relay
+        .run(listener, async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        })
+        .await;
+    if let Some(mesh) = mesh {
+        mesh.await??;
+    }
+    served?;
     tracing::info!("relay stopped");
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! Replies whose SCONEs are still being verified: a client's next request waits for them,
 //! so the relay never attaches an older SCONE than the client's last reply carried.
 //!
-//! The relay answers the client first and verifies the reply's SCONEs in the background.
+//! The relay answers the client first and verifies the reply's SCONEs in the background
+//! (unless its store keeps them before the reply, as the durable mesh does; then the
+//! wait below only covers concurrent requests of one client).
 //! Without this, a client quick enough to send its next request before that verification
 //! ends would get the previous SCONE attached and lose its last change. With it, the
 //! next request of the same (client, service) waits until the verification is over, which

@@ -213,10 +213,16 @@ impl<S: Store> Relay<S> {
         }
         // A service no key is trusted for: its SCONEs could never verify, so none is kept.
         if !reply.scones.is_empty() && shared.trust.covers(&key.1) {
-            // The reply goes back now; its SCONEs are verified and stored in the
-            // background. The client's next request waits for that (see `pending`).
             let guard = shared.pending.start(key.clone());
             let scones: WireScones = reply.scones.clone();
+            if shared.store.keep_before_reply() {
+                // Durable: verified, stored and copied (the mesh) before the reply goes.
+                keep::keep(shared, key, scones).await;
+                drop(guard);
+                return Ok(reply);
+            }
+            // The reply goes back now; its SCONEs are verified and stored in the
+            // background. The client's next request waits for that (see `pending`).
             let relay = self.clone();
             shared.runtime.spawn(async move {
                 keep::keep(&relay.shared, key, scones).await;

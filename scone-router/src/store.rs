@@ -1,8 +1,7 @@
 //! Where a relay keeps the SCONEs it holds: a small trait, and the in-memory store.
 //!
-//! Not built yet: the mesh's store, which will implement [`Store`] by copying each put
-//! to r peer relays (acknowledged before the reply goes on, in its durable mode) and
-//! asking the owners, then the other peers, on a miss.
+//! The mesh's store, [`MeshStore`](crate::MeshStore), implements [`Store`] too: it
+//! copies each put to r peer relays and asks them on a miss.
 
 use std::future::Future;
 
@@ -35,13 +34,21 @@ pub trait Store: Send + Sync + 'static {
     /// session (a server refused it); a newer one that came meanwhile stays. Returns
     /// whether one was dropped.
     fn forget(&self, key: &HoldKey, refused: &Scone) -> impl Future<Output = bool> + Send;
+
+    /// Whether the relay must finish [`put`](Self::put)ting a reply's SCONEs before the
+    /// reply goes on to the client (default `false`: it keeps them in the background).
+    /// A store whose put makes the SCONE durable elsewhere (the mesh's copies) says
+    /// `true`, so that a relay that crashes right after answering has lost nothing.
+    fn keep_before_reply(&self) -> bool {
+        false
+    }
 }
 
 /// The SCONEs of one relay, in its memory: a bounded LRU ([`SconeCache`]) by count and
 /// bytes; each SCONE lives until its own expiry at most.
 ///
-/// Lost when the relay stops: until the mesh keeps copies on peers, a relay restart
-/// starts every thin client's sessions over.
+/// Lost when the relay stops: alone, a relay restart starts every thin client's sessions
+/// over; in a mesh ([`MeshStore`](crate::MeshStore)), peers hold copies.
 #[derive(Clone, Debug)]
 pub struct MemoryStore {
     /// The SCONEs, by (client, service).

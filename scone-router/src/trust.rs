@@ -20,6 +20,8 @@ pub(crate) struct Trust {
     roots: VerifiedRoots,
     /// The services some key is trusted for (the ring does not list them).
     services: HashSet<ServiceId>,
+    /// Largest SCONE decoded.
+    max_scone_bytes: usize,
 }
 
 impl Trust {
@@ -46,12 +48,18 @@ impl Trust {
             verifier: Verifier::new(ring).with_config(config),
             roots: VerifiedRoots::new(roots),
             services: entries.iter().map(|entry| entry.service.clone()).collect(),
+            max_scone_bytes,
         })
     }
 
     /// Whether any key is trusted for SCONEs of `service`.
     pub(crate) fn covers(&self, service: &ServiceId) -> bool {
         self.services.contains(service)
+    }
+
+    /// Largest SCONE decoded.
+    pub(crate) fn max_scone_bytes(&self) -> usize {
+        self.max_scone_bytes
     }
 
     /// Verifies `scone` against the keys trusted for its service.

@@ -82,3 +82,35 @@ async fn help_shows_examples_and_a_bad_flag_is_a_usage_error() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("SERVICE=ADDR"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mesh_flags_need_a_secret_and_a_meshed_relay_listens_for_peers() {
+    let without = Command::new(RELAY)
+        .args(["--listen", "127.0.0.1:0", "--peer", "127.0.0.1:9"])
+        .output();
+    let without = bounded(without).await.unwrap();
+    assert!(!without.status.success());
+    assert!(String::from_utf8_lossy(&without.stderr).contains("mesh needs a secret"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("mesh.secret");
+    std::fs::write(&secret, "ab".repeat(32)).unwrap();
+    let mut relay = Command::new(RELAY)
+        .args(["--listen", "127.0.0.1:0", "--mesh-listen", "127.0.0.1:0"])
+        .args(["--peer", "127.0.0.1:9", "--mesh-secret-file"])
+        .arg(&secret)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(relay.stdout.take().unwrap()).lines();
+    let first = bounded(lines.next_line()).await.unwrap().unwrap();
+    assert!(first.starts_with("mesh listening on "), "{first}");
+    let second = bounded(lines.next_line()).await.unwrap().unwrap();
+    assert!(second.starts_with("listening on "), "{second}");
+    let pid = relay.id().unwrap().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status();
+    assert!(bounded(killed).await.unwrap().success());
+    assert!(bounded(relay.wait()).await.unwrap().success());
+}

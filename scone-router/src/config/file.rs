@@ -16,6 +16,13 @@ use crate::error::ConfigError;
 /// cache-entries = 100000
 /// cache-bytes = 268435456
 /// connect-timeout = "2s"
+/// # The mesh (optional)
+/// mesh-listen = "0.0.0.0:7500"
+/// peers = ["10.0.0.2:7500", "10.0.0.3:7500"]
+/// mesh-secret-file = "/etc/scone/mesh.secret"
+/// replicas = 1
+/// fast = false
+/// peer-timeout = "500ms"
 ///
 /// [routes]
 /// cart = ["10.0.0.1:7001", "10.0.0.2:7001"]
@@ -55,6 +62,19 @@ pub struct ConfigFile {
     max_connections: Option<usize>,
     /// `idle-timeout`: the listener's `idle_timeout`.
     idle_timeout: Option<String>,
+    /// `mesh-listen`: [`MeshConfig::listen`](super::MeshConfig::listen).
+    mesh_listen: Option<String>,
+    /// `peers`: [`MeshConfig::peers`](super::MeshConfig::peers).
+    peers: Option<Vec<String>>,
+    /// `mesh-secret-file`: where [`MeshConfig::secret`](super::MeshConfig::secret) is read
+    /// from (the secret itself never goes in the config file).
+    mesh_secret_file: Option<std::path::PathBuf>,
+    /// `replicas`: [`MeshConfig::replicas`](super::MeshConfig::replicas).
+    replicas: Option<NonZeroUsize>,
+    /// `fast`: [`MeshConfig::fast`](super::MeshConfig::fast).
+    fast: Option<bool>,
+    /// `peer-timeout`: [`MeshConfig::peer_timeout`](super::MeshConfig::peer_timeout).
+    peer_timeout: Option<String>,
 }
 
 impl ConfigFile {
@@ -129,6 +149,27 @@ impl ConfigFile {
         if let Some(timeout) = &self.idle_timeout {
             config.server.idle_timeout = parse_duration("idle-timeout", timeout)?;
         }
+        if let Some(listen) = &self.mesh_listen {
+            config.mesh.listen = Some(parse_addr(listen)?);
+        }
+        if let Some(peers) = &self.peers {
+            config.mesh.peers = peers
+                .iter()
+                .map(|peer| parse_addr(peer))
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some(path) = &self.mesh_secret_file {
+            config.mesh.secret = Some(crate::mesh::MeshSecret::load(path)?);
+        }
+        if let Some(replicas) = self.replicas {
+            config.mesh.replicas = replicas;
+        }
+        if let Some(fast) = self.fast {
+            config.mesh.fast = fast;
+        }
+        if let Some(timeout) = &self.peer_timeout {
+            config.mesh.peer_timeout = parse_duration("peer-timeout", timeout)?;
+        }
         Ok(())
     }
 }
@@ -172,6 +213,36 @@ mod tests {
             "cart=127.0.0.1:7001,127.0.0.1:7002"
         );
         assert_eq!(config.trust[0].key, key);
+    }
+
+    #[test]
+    fn mesh_settings_are_read_and_the_secret_comes_from_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("mesh.secret");
+        std::fs::write(&secret, format!("{}\n", "ab".repeat(32))).unwrap();
+        let text = format!(
+            "mesh-listen = \"127.0.0.1:7500\"\npeers = [\"127.0.0.1:7501\", \"127.0.0.1:7502\"]\n\
+             mesh-secret-file = {:?}\nreplicas = 2\nfast = true\npeer-timeout = \"250ms\"\n",
+            secret.display().to_string()
+        );
+        let mut config = RelayConfig::default();
+        ConfigFile::parse(&text)
+            .unwrap()
+            .apply(&mut config)
+            .unwrap();
+        let mesh = &config.mesh;
+        assert_eq!(mesh.listen, Some("127.0.0.1:7500".parse().unwrap()));
+        assert_eq!(mesh.peers.len(), 2);
+        assert_eq!(mesh.secret, Some(crate::MeshSecret::from_bytes([0xab; 32])));
+        assert_eq!((mesh.replicas.get(), mesh.fast), (2, true));
+        assert_eq!(mesh.peer_timeout, Duration::from_millis(250));
+        std::fs::write(&secret, "short").unwrap();
+        let mut config = RelayConfig::default();
+        let file = ConfigFile::parse(&text).unwrap();
+        assert!(matches!(
+            file.apply(&mut config),
+            Err(ConfigError::MeshSecret)
+        ));
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The reply side, in the background: verify each SCONE a reply carried, store the good
-//! ones, drop the rest.
+//! The reply side: verify each SCONE a reply carried, store the good ones, drop the
+//! rest. In the background after the reply, or before it when the store asks
+//! ([`Store::keep_before_reply`](crate::Store::keep_before_reply), the durable mesh).
 
 use scone::{PutOutcome, Scone, SignatureCheck};
 use scone_rpc::envelope::WireScones;
