@@ -22,6 +22,16 @@ pub struct InspectArgs {
     // Base64url keys may start with '-' (1 in 64): never mistake one for a flag.
     #[arg(long = "pubkey", value_name = "KEY", allow_hyphen_values = true)]
     pubkeys: Vec<PublicKey>,
+    #[command(flatten)]
+    checks: CheckArgs,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The checks `inspect` and `verify` share, besides the keys.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
     /// The service the SCONE must belong to; the keys are trusted for it alone. Without
     /// it, the keys are trusted for whatever service the SCONE names.
     #[arg(long, allow_hyphen_values = true)]
@@ -32,9 +42,17 @@ pub struct InspectArgs {
     /// Refuse a SCONE valid for longer than this from issue to expiry (for example 30m).
     #[arg(long, value_parser = humantime::parse_duration)]
     max_ttl: Option<Duration>,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    json: bool,
+}
+
+impl CheckArgs {
+    fn with_keys<'a>(&'a self, pubkeys: &'a [PublicKey]) -> Checks<'a> {
+        Checks {
+            pubkeys,
+            service: self.service.as_ref(),
+            clock_skew: self.clock_skew,
+            max_ttl: self.max_ttl,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -49,16 +67,8 @@ pub struct VerifyArgs {
         allow_hyphen_values = true
     )]
     pubkeys: Vec<PublicKey>,
-    /// The service the SCONE must belong to; the keys are trusted for it alone. Without
-    /// it, the keys are trusted for whatever service the SCONE names.
-    #[arg(long, allow_hyphen_values = true)]
-    service: Option<ServiceId>,
-    /// How far the issuer's clock may differ from ours when checking expiry.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-    clock_skew: Duration,
-    /// Refuse a SCONE valid for longer than this from issue to expiry (for example 30m).
-    #[arg(long, value_parser = humantime::parse_duration)]
-    max_ttl: Option<Duration>,
+    #[command(flatten)]
+    checks: CheckArgs,
 }
 
 fn read_scone(arg: Option<&str>) -> anyhow::Result<Scone> {
@@ -83,15 +93,7 @@ fn read_scone(arg: Option<&str>) -> anyhow::Result<Scone> {
 
 pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let scone = read_scone(args.scone.as_deref())?;
-    let report = check(
-        &scone,
-        &Checks {
-            pubkeys: &args.pubkeys,
-            service: args.service.as_ref(),
-            clock_skew: args.clock_skew,
-            max_ttl: args.max_ttl,
-        },
-    )?;
+    let report = check(&scone, &args.checks.with_keys(&args.pubkeys))?;
     match (&report.verdict, &report.skew_note) {
         (Verdict::Valid, None) => outln!("valid")?,
         (Verdict::Valid, Some(note)) => outln!("valid: {note}")?,
@@ -102,15 +104,7 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
 
 pub fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     let scone = read_scone(args.scone.as_deref())?;
-    let report = check(
-        &scone,
-        &Checks {
-            pubkeys: &args.pubkeys,
-            service: args.service.as_ref(),
-            clock_skew: args.clock_skew,
-            max_ttl: args.max_ttl,
-        },
-    )?;
+    let report = check(&scone, &args.checks.with_keys(&args.pubkeys))?;
     if args.json {
         outln!(
             "{}",
