@@ -52,12 +52,16 @@ pub struct RelayConfig {
     pub server: ServerConfig,
     /// The relay mesh: peers, secret, copies (off unless a secret is given).
     pub mesh: MeshConfig,
+    /// Where to serve the counters for Prometheus, `GET /metrics` (`--metrics`; default
+    /// none: not served). See [`metrics`](crate::metrics).
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Default for RelayConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
+            metrics: None,
             routes: Vec::new(),
             trust: Vec::new(),
             cache: CacheLimits {

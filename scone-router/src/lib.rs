@@ -145,9 +145,6 @@
 //! client's SCONEs.
 //!
 //! # Not built yet
-//! - **Metrics**: a Prometheus `/metrics` endpoint; the counters are in
-//!   [`StatsSnapshot`] and [`mesh::MeshStats`] (evictions are not counted yet:
-//!   `SconeCache` does not report them).
 //! - **Mesh**: TLS on mesh links; backoff for dead peers (each miss asks them again,
 //!   bounded by `--peer-timeout`); re-copying after a peer's loss; dynamic membership.
 //! - **Benchmark** of a relay hop against a plain TCP proxy, and a narrated demo.
@@ -175,6 +172,8 @@
 //! - [`store`]: [`Store`], where held SCONEs live, and [`MemoryStore`].
 //! - [`mesh`]: [`MeshStore`], copies on peers and queries on a miss; the peer links.
 //! - [`stats`]: the counters ([`StatsSnapshot`]).
+//! - [`metrics`]: [`Metrics`], the counters on a Prometheus `/metrics` endpoint
+//!   (`--metrics ADDR`).
 //! - [`client_tag`]: client IDs as logs show them.
 //! - [`error`]: [`ConfigError`], [`RelayError`].
 
@@ -185,6 +184,7 @@ pub mod client_tag;
 pub mod config;
 pub mod error;
 pub mod mesh;
+pub mod metrics;
 mod pending;
 pub mod relay;
 pub mod stats;
@@ -195,7 +195,8 @@ mod upstream;
 pub use crate::client_tag::ClientTag;
 pub use crate::config::{ConfigFile, MeshConfig, RelayConfig, Route, TrustEntry, UpstreamConfig};
 pub use crate::error::{ConfigError, RelayError};
-pub use crate::mesh::{MeshSecret, MeshStore};
+pub use crate::mesh::{MeshSecret, MeshStats, MeshStore};
+pub use crate::metrics::Metrics;
 pub use crate::relay::Relay;
 pub use crate::stats::StatsSnapshot;
 pub use crate::store::{HoldKey, MemoryStore, Store};

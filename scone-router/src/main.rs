@@ -2,7 +2,8 @@
 //! `scone_router` library docs for what it does and guarantees.
 //!
 //! Prints `listening on ADDR` on standard output once it listens (handy with
-//! `--listen 127.0.0.1:0`); logs go to standard error, filtered by `RUST_LOG` (default
+//! `--listen 127.0.0.1:0`), after `mesh listening on ADDR` and
+//! `metrics on http://ADDR/metrics` when those are on; logs go to standard error, filtered by `RUST_LOG` (default
 //! `info`). SIGINT or SIGTERM stops it: it stops accepting, closes client connections,
 //! lets the calls it was forwarding finish and stores the SCONEs of the replies it sent
 //! (see `Relay::run`), and exits 0.
@@ -14,7 +15,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use scone_router::{ConfigFile, MeshSecret, MeshStore, Relay, RelayConfig, Route, TrustEntry};
+use scone_router::{
+    ConfigFile, MeshSecret, MeshStore, Metrics, Relay, RelayConfig, Route, TrustEntry,
+};
 use tracing_subscriber::EnvFilter;
 
 const EXAMPLES: &str = "\
@@ -39,6 +42,9 @@ Examples:
   scone-relay --config relay.toml --mesh-listen 0.0.0.0:7500 \\
       --peer 10.0.0.2:7500 --peer 10.0.0.3:7500 --mesh-secret-file mesh.secret
 
+  # Counters for Prometheus at http://127.0.0.1:9400/metrics:
+  scone-relay --config relay.toml --metrics 127.0.0.1:9400
+
   # More logs:
   RUST_LOG=scone_router=debug scone-relay --config relay.toml
 
@@ -56,6 +62,9 @@ struct Cli {
     /// Where to listen for clients [default: 127.0.0.1:7400].
     #[arg(long, env = "SCONE_RELAY_LISTEN", value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// Where to serve the counters for Prometheus (`GET /metrics`) [default: not served].
+    #[arg(long, env = "SCONE_RELAY_METRICS", value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
     /// The servers of a service, used in turn; repeat for each service.
     #[arg(long = "route", value_name = "SERVICE=ADDR[,ADDR...]")]
     routes: Vec<Route>,
@@ -121,6 +130,9 @@ impl Cli {
         if let Some(listen) = self.listen {
             config.listen = listen;
         }
+        if let Some(metrics) = self.metrics {
+            config.metrics = Some(metrics);
+        }
         config.set_routes(self.routes);
         config.set_trust(self.trust);
         if let Some(entries) = self.cache_entries {
@@ -176,60 +188,90 @@ async fn main() -> anyhow::Result<()> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let config = Cli::parse().config()?;
     if config.routes.is_empty() {
         tracing::warn!("no routes: every request will be refused (give --route SERVICE=ADDR)");
     }
-    // Listen for the signals before saying we listen, so that none is missed.
-    let shutdown = shutdown_signal()?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("could not listen on {}", config.listen))?;
-    let addr = listener.local_addr()?;
-    let routes: Vec<String> = config.routes.iter().map(Route::to_string).collect();
     let mesh_on = config.mesh.secret.is_some();
     if !mesh_on && (config.mesh.listen.is_some() || !config.mesh.peers.is_empty()) {
         anyhow::bail!(scone_router::ConfigError::MeshWithoutSecret);
     }
-    if !mesh_on {
+    // Listen for the signals before saying we listen, so that none is missed.
+    let shutdown = shutdown_signal()?;
+    let listener = bind(config.listen, "clients").await?;
+    let addr = listener.local_addr()?;
+    // One signal stops every listener.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut stop = stop_rx.clone();
+        async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        }
+    };
+    let mut side_tasks = tokio::task::JoinSet::new();
+    let routes: Vec<String> = config.routes.iter().map(Route::to_string).collect();
+    let served = if mesh_on {
+        let store = MeshStore::new(&config)?;
+        let relay = Relay::with_store(&config, store.clone())?;
+        if let Some(mesh_addr) = config.mesh.listen {
+            let mesh_listener = bind(mesh_addr, "peers").await?;
+            println!("mesh listening on {}", mesh_listener.local_addr()?);
+            side_tasks.spawn(store.clone().run(mesh_listener, stopped()));
+        }
+        let metrics = Metrics::new(&relay).with_mesh(&store);
+        serve_metrics(&config, metrics, &mut side_tasks, stopped()).await?;
+        println!("listening on {addr}");
+        tracing::info!(%addr, ?routes, peers = ?config.mesh.peers, replicas = config.mesh.replicas, fast = config.mesh.fast, "relay listening, in a mesh");
+        relay.run(listener, stop_on(shutdown, stop_tx)).await
+    } else {
         let relay = Relay::new(&config)?;
+        let metrics = Metrics::new(&relay).with_cache(relay.store().cache().clone());
+        serve_metrics(&config, metrics, &mut side_tasks, stopped()).await?;
         println!("listening on {addr}");
         tracing::info!(%addr, ?routes, trusted_keys = config.trust.len(), "relay listening");
-        relay.run(listener, shutdown).await?;
-        tracing::info!("relay stopped");
-        return Ok(());
-    }
-    let store = MeshStore::new(&config)?;
-    let relay = Relay::with_store(&config, store.clone())?;
-    // One signal stops both listeners.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mesh = match config.mesh.listen {
-        Some(mesh_addr) => {
-            let mesh_listener = tokio::net::TcpListener::bind(mesh_addr)
-                .await
-                .with_context(|| format!("could not listen for peers on {mesh_addr}"))?;
-            println!("mesh listening on {}", mesh_listener.local_addr()?);
-            let mut stop = stop_rx.clone();
-            Some(tokio::spawn(store.run(mesh_listener, async move {
-                let _ = stop.wait_for(|stop| *stop).await;
-            })))
-        }
-        None => None,
+        relay.run(listener, stop_on(shutdown, stop_tx)).await
     };
-    println!("listening on {addr}");
-    tracing::info!(%addr, ?routes, peers = ?config.mesh.peers, replicas = config.mesh.replicas, fast = config.mesh.fast, "relay listening, in a mesh");
-    let served = relay
-        .run(listener, async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
-        })
-        .await;
-    if let Some(mesh) = mesh {
-        mesh.await??;
+    while let Some(side) = side_tasks.join_next().await {
+        side??;
     }
     served?;
     tracing::info!("relay stopped");
+    Ok(())
+}
+
+/// A listener on `addr`, for `what`.
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("could not listen for {what} on {addr}"))
+}
+
+/// Completes when `shutdown` does, telling the other listeners to stop too.
+async fn stop_on(
+    shutdown: impl std::future::Future<Output = ()>,
+    stop: tokio::sync::watch::Sender<bool>,
+) {
+    shutdown.await;
+    let _ = stop.send(true);
+}
+
+/// Serves `metrics` on `config.metrics`, if set, until `stopped` completes.
+async fn serve_metrics(
+    config: &RelayConfig,
+    metrics: Metrics,
+    tasks: &mut tokio::task::JoinSet<std::io::Result<()>>,
+    stopped: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    if let Some(metrics_addr) = config.metrics {
+        let metrics_listener = bind(metrics_addr, "metrics scrapes").await?;
+        println!(
+            "metrics on http://{}/metrics",
+            metrics_listener.local_addr()?
+        );
+        tasks.spawn(metrics.serve(metrics_listener, stopped));
+    }
     Ok(())
 }
 

@@ -22,7 +22,7 @@ use crate::client_tag::ClientTag;
 use crate::config::RelayConfig;
 use crate::error::{ConfigError, RelayError};
 use crate::pending::Pending;
-use crate::stats::{Stats, StatsSnapshot};
+use crate::stats::{bump, Stats, StatsSnapshot};
 use crate::store::{HoldKey, MemoryStore, Store};
 use crate::trust::Trust;
 use crate::upstream::{Connector, Routes, UpstreamError};
@@ -160,7 +160,7 @@ impl<S: Store> Relay<S> {
         mut request: RequestEnvelope,
     ) -> Result<ResponseEnvelope, ServerError> {
         let shared = &*self.shared;
-        Stats::bump(&shared.stats.requests);
+        bump(&shared.stats.requests);
         if request.version != ENVELOPE_VERSION {
             return Ok(refused(
                 RefusalKind::UnsupportedEnvelope,
@@ -172,7 +172,7 @@ impl<S: Store> Relay<S> {
             ));
         }
         let Some(pool) = shared.routes.get(&request.service) else {
-            Stats::bump(&shared.stats.unrouted);
+            bump(&shared.stats.unrouted);
             let detail = format!("this relay has no route for service {}", request.service);
             return Ok(refused(
                 RefusalKind::WrongService,
@@ -183,7 +183,7 @@ impl<S: Store> Relay<S> {
         let client = ClientTag(request.client);
         let key: HoldKey = (request.client, request.service.clone());
         if !shared.pending.settled(&key, shared.pending_wait).await {
-            Stats::bump(&shared.stats.pending_timeouts);
+            bump(&shared.stats.pending_timeouts);
             tracing::warn!(%client, service = %key.1, "gave up waiting for the last reply's verification");
         }
         let held = shared.store.get(&key).await;
@@ -195,7 +195,7 @@ impl<S: Store> Relay<S> {
         let reply = match shared.routes.call(pool, ctx, request).await {
             Ok(reply) => reply,
             Err(error) => {
-                Stats::bump(&shared.stats.upstream_failures);
+                bump(&shared.stats.upstream_failures);
                 return Err(upstream_error(&key.1, error));
             }
         };
@@ -206,7 +206,7 @@ impl<S: Store> Relay<S> {
                 // The server refused the SCONE the relay attached: drop it, or every call
                 // of this client would carry it and be refused until it expires.
                 if shared.store.forget(&key, sent).await {
-                    Stats::bump(&shared.stats.refused_dropped);
+                    bump(&shared.stats.refused_dropped);
                     tracing::info!(%client, service = %key.1, refusal = %refusal.kind.code(), "dropped a held scone the server refused");
                 }
             }
@@ -236,14 +236,14 @@ impl<S: Store> Relay<S> {
 impl<S> Shared<S> {
     fn count_attach(&self, client: ClientTag, service: &ServiceId, attached: &Attached) {
         match attached {
-            Attached::Miss => Stats::bump(&self.stats.misses),
+            Attached::Miss => bump(&self.stats.misses),
             Attached::Hit(held) => {
-                Stats::bump(&self.stats.hits);
+                bump(&self.stats.hits);
                 tracing::trace!(%client, %service, version = held.version(), "attached the held scone");
             }
-            Attached::Carried => Stats::bump(&self.stats.carried),
+            Attached::Carried => bump(&self.stats.carried),
             Attached::Replaced { carried, held } => {
-                Stats::bump(&self.stats.stale_replays);
+                bump(&self.stats.stale_replays);
                 tracing::debug!(%client, %service, carried, held = held.version(), "stale replay: attached the newest version instead");
             }
         }

@@ -1,40 +1,59 @@
-//! The relay's counters: what a later `/metrics` endpoint will expose.
+//! The relay's counters ([`StatsSnapshot`]), exposed on `/metrics` by
+//! [`metrics`](crate::metrics).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Defines the live counters and their plain snapshot, field by field, with one doc each.
+/// Defines a set of live counters and their plain snapshot, field by field, with one doc
+/// each; that doc is also the counter's help text on `/metrics`.
 macro_rules! counters {
-    ($($(#[$doc:meta])* $name:ident,)*) => {
-        /// The relay's counters, updated as it works (relaxed atomics: each is exact, but
-        /// a snapshot is not one instant across all of them).
+    (
+        $(#[$live_doc:meta])* $live:ident;
+        $(#[$snap_doc:meta])* $snapshot:ident;
+        $($(#[doc = $doc:literal])* $name:ident,)*
+    ) => {
+        $(#[$live_doc])*
         #[derive(Debug, Default)]
-        pub(crate) struct Stats {
-            $($(#[$doc])* pub(crate) $name: AtomicU64,)*
+        pub(crate) struct $live {
+            $($(#[doc = $doc])* pub(crate) $name: std::sync::atomic::AtomicU64,)*
         }
 
-        /// The relay's counters at one moment, from [`Relay::stats`](crate::Relay::stats).
-        ///
-        /// Verification cost per stored SCONE is
-        /// `signature_checks / (stores + stale_stores)`: below 1 when SCONEs minted
-        /// together share a root.
+        $(#[$snap_doc])*
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
         #[non_exhaustive]
-        pub struct StatsSnapshot {
-            $($(#[$doc])* pub $name: u64,)*
+        pub struct $snapshot {
+            $($(#[doc = $doc])* pub $name: u64,)*
         }
 
-        impl Stats {
+        impl $live {
             /// The counters now.
-            pub(crate) fn snapshot(&self) -> StatsSnapshot {
-                StatsSnapshot {
-                    $($name: self.$name.load(Ordering::Relaxed),)*
+            pub(crate) fn snapshot(&self) -> $snapshot {
+                $snapshot {
+                    $($name: self.$name.load(std::sync::atomic::Ordering::Relaxed),)*
                 }
+            }
+        }
+
+        impl $snapshot {
+            /// Each counter as (name, help, value), in declaration order: what `/metrics`
+            /// shows.
+            pub fn counters(&self) -> impl Iterator<Item = (&'static str, &'static str, u64)> {
+                [$((stringify!($name), concat!($($doc),*), self.$name),)*].into_iter()
             }
         }
     };
 }
+pub(crate) use counters;
 
 counters! {
+    /// The relay's counters, updated as it works (relaxed atomics: each is exact, but a
+    /// snapshot is not one instant across all of them).
+    Stats;
+    /// The relay's counters at one moment, from [`Relay::stats`](crate::Relay::stats).
+    ///
+    /// Verification cost per stored SCONE is
+    /// `signature_checks / (stores + stale_stores)`: below 1 when SCONEs minted
+    /// together share a root.
+    StatsSnapshot;
     /// Requests received.
     requests,
     /// Requests for a service with no route: refused (`wrong-service`).
@@ -74,9 +93,7 @@ counters! {
     pending_timeouts,
 }
 
-impl Stats {
-    /// Adds one to `counter`.
-    pub(crate) fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
+/// Adds one to `counter`.
+pub(crate) fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
 }

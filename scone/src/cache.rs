@@ -46,6 +46,22 @@ pub enum PutOutcome {
 struct Inner<K: Hash + Eq> {
     entries: LruCache<K, Scone>,
     bytes: usize,
+    /// Entries dropped to stay within the bounds, since the cache was made.
+    evictions: u64,
+}
+
+impl<K: Hash + Eq> Inner<K> {
+    /// Drops the least recently used entry, if any; returns whether one was dropped.
+    fn evict_one(&mut self) -> bool {
+        match self.entries.pop_lru() {
+            Some((_, evicted)) => {
+                self.bytes -= evicted.encoded_len();
+                self.evictions += 1;
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 /// A bounded LRU cache of SCONEs, safe to share across tasks (`Clone` shares it).
@@ -97,6 +113,7 @@ impl<K: Hash + Eq> SconeCache<K> {
                 // usually holds a SCONE or two); `put` enforces the bound itself.
                 entries: LruCache::unbounded(),
                 bytes: 0,
+                evictions: 0,
             })),
             limits,
             clock: clock::system(),
@@ -143,9 +160,8 @@ impl<K: Hash + Eq> SconeCache<K> {
             inner.bytes = inner.bytes - old.encoded_len() + size;
             // Never evicts the entry just replaced: it is the most recent.
             while inner.bytes > self.limits.max_bytes && inner.entries.len() > 1 {
-                match inner.entries.pop_lru() {
-                    Some((_, evicted)) => inner.bytes -= evicted.encoded_len(),
-                    None => break,
+                if !inner.evict_one() {
+                    break;
                 }
             }
             return PutOutcome::Replaced;
@@ -154,9 +170,8 @@ impl<K: Hash + Eq> SconeCache<K> {
         while inner.entries.len() >= self.limits.max_entries.get()
             || inner.bytes + size > self.limits.max_bytes
         {
-            match inner.entries.pop_lru() {
-                Some((_, evicted)) => inner.bytes -= evicted.encoded_len(),
-                None => break,
+            if !inner.evict_one() {
+                break;
             }
         }
         inner.entries.put(key, scone);
@@ -246,6 +261,19 @@ impl<K: Hash + Eq> SconeCache<K> {
     /// Whether it holds no unexpired SCONE.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// How many entries count against the bounds: [`len`](Self::len) plus expired ones
+    /// not yet met. Constant time, unlike `len`, so it suits a metrics scrape.
+    pub fn len_including_expired(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// How many entries were dropped to stay within the bounds (the least recently used
+    /// first), since the cache was made. Expired entries dropped when met, removals and
+    /// replacements by a newer version do not count.
+    pub fn evictions(&self) -> u64 {
+        self.lock().evictions
     }
 
     /// Encoded bytes of all cached SCONEs.

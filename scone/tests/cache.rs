@@ -49,8 +49,11 @@ fn count_bound_evicts_the_least_recently_used() {
         cache.get(&service(1)).is_some(),
         "touch 1 so 2 is the oldest"
     );
+    assert_eq!(cache.evictions(), 0);
     cache.put(service(3), mint(&minter, 3, 1, 10));
     assert_eq!(cache.len(), 2);
+    assert_eq!(cache.len_including_expired(), 2);
+    assert_eq!(cache.evictions(), 1);
     assert!(cache.get(&service(2)).is_none());
     assert!(cache.get(&service(1)).is_some());
     assert!(cache.get(&service(3)).is_some());
@@ -66,6 +69,7 @@ fn byte_bound_evicts_until_it_fits() {
         assert!(cache.bytes() <= 3 * one);
     }
     assert_eq!(cache.len(), 3);
+    assert_eq!(cache.evictions(), 2, "0 and 1 went to make room");
     assert!(cache.get(&service(0)).is_none());
     assert!(cache.get(&service(4)).is_some());
     assert_eq!(
@@ -95,6 +99,11 @@ fn a_replacement_that_grows_evicts_others_but_never_itself() {
     assert!(cache.get(&service(1)).is_none(), "least recent evicted");
     assert!(cache.get(&service(2)).is_some());
     assert_eq!(cache.bytes(), large + small);
+    assert_eq!(
+        cache.evictions(),
+        1,
+        "the replacement itself is no eviction"
+    );
 }
 
 #[test]

@@ -13,6 +13,7 @@ use crate::error::ConfigError;
 ///
 /// ```toml
 /// listen = "0.0.0.0:7400"
+/// metrics = "127.0.0.1:9400"
 /// cache-entries = 100000
 /// cache-bytes = 268435456
 /// connect-timeout = "2s"
@@ -39,6 +40,8 @@ use crate::error::ConfigError;
 pub struct ConfigFile {
     /// `listen`: [`RelayConfig::listen`].
     listen: Option<String>,
+    /// `metrics`: [`RelayConfig::metrics`].
+    metrics: Option<String>,
     /// `[routes]`: service = list of upstream addresses ([`RelayConfig::routes`]).
     #[serde(default)]
     routes: BTreeMap<String, Vec<String>>,
@@ -99,6 +102,9 @@ impl ConfigFile {
     pub fn apply(self, config: &mut RelayConfig) -> Result<(), ConfigError> {
         if let Some(listen) = &self.listen {
             config.listen = parse_addr(listen)?;
+        }
+        if let Some(metrics) = &self.metrics {
+            config.metrics = Some(parse_addr(metrics)?);
         }
         let mut routes = Vec::with_capacity(self.routes.len());
         for (service, addrs) in &self.routes {
@@ -188,6 +194,7 @@ mod tests {
         let text = format!(
             r#"
             listen = "127.0.0.1:9000"
+            metrics = "127.0.0.1:9400"
             cache-entries = 10
             connect-timeout = "250ms"
             [routes]
@@ -202,6 +209,7 @@ mod tests {
             .apply(&mut config)
             .unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(config.metrics, Some("127.0.0.1:9400".parse().unwrap()));
         assert_eq!(config.cache.max_entries.get(), 10);
         assert_eq!(
             config.cache.max_bytes,

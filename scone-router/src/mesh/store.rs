@@ -1,6 +1,5 @@
 //! [`MeshStore`]: the local store, plus copies on peers and queries to them on a miss.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use futures::future::join_all;
@@ -13,6 +12,7 @@ use super::wire::{Copy, Mesh, MeshError};
 use crate::client_tag::ClientTag;
 use crate::config::RelayConfig;
 use crate::error::{ConfigError, RelayError};
+use crate::stats::bump;
 use crate::store::{HoldKey, MemoryStore, Store};
 use crate::trust::Trust;
 
@@ -44,39 +44,25 @@ struct Inner {
     pub(super) config: crate::config::MeshConfig,
 }
 
-/// The mesh's counters at one moment ([`MeshStore::stats`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct MeshStats {
+crate::stats::counters! {
+    /// The mesh's counters, updated as it works.
+    MeshCounters;
+    /// The mesh's counters at one moment ([`MeshStore::stats`]).
+    MeshStats;
     /// Copies a peer acknowledged (kept, or already held newer).
-    pub peer_copies: u64,
+    peer_copies,
     /// Puts acknowledged by fewer than r peers (every peer tried).
-    pub copy_shortfalls: u64,
+    copy_shortfalls,
     /// Local misses that asked the peers.
-    pub peer_queries: u64,
+    peer_queries,
     /// Of those, the ones a peer answered with a SCONE that verified.
-    pub peer_query_hits: u64,
+    peer_query_hits,
     /// Copies and query answers from peers that did not verify: dropped.
-    pub peer_untrusted: u64,
+    peer_untrusted,
     /// Copies from peers this relay kept.
-    pub copies_kept: u64,
+    copies_kept,
     /// Copies from peers refused as older than what this relay holds.
-    pub copies_stale: u64,
-}
-
-#[derive(Debug, Default)]
-struct MeshCounters {
-    peer_copies: AtomicU64,
-    copy_shortfalls: AtomicU64,
-    peer_queries: AtomicU64,
-    peer_query_hits: AtomicU64,
-    peer_untrusted: AtomicU64,
-    copies_kept: AtomicU64,
-    copies_stale: AtomicU64,
-}
-
-fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
+    copies_stale,
 }
 
 impl MeshStore {
@@ -117,17 +103,7 @@ impl MeshStore {
 
     /// The counters now.
     pub fn stats(&self) -> MeshStats {
-        let s = &self.inner.stats;
-        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        MeshStats {
-            peer_copies: load(&s.peer_copies),
-            copy_shortfalls: load(&s.copy_shortfalls),
-            peer_queries: load(&s.peer_queries),
-            peer_query_hits: load(&s.peer_query_hits),
-            peer_untrusted: load(&s.peer_untrusted),
-            copies_kept: load(&s.copies_kept),
-            copies_stale: load(&s.copies_stale),
-        }
+        self.inner.stats.snapshot()
     }
 
     pub(super) fn config(&self) -> &crate::config::MeshConfig {

@@ -7,7 +7,7 @@ use scone_rpc::envelope::WireScones;
 
 use super::Shared;
 use crate::client_tag::ClientTag;
-use crate::stats::Stats;
+use crate::stats::bump;
 use crate::store::{HoldKey, Store};
 
 /// Verifies the `scones` of a reply to `key`'s client and stores those of `key`'s service
@@ -21,20 +21,20 @@ pub(super) async fn keep<S: Store>(shared: &Shared<S>, key: HoldKey, scones: Wir
         let scone = match Scone::decode_with_limit(bytes, shared.max_scone_bytes) {
             Ok(scone) => scone,
             Err(error) => {
-                Stats::bump(&shared.stats.forged_dropped);
+                bump(&shared.stats.forged_dropped);
                 tracing::warn!(%client, %service, %error, "dropped a scone that does not decode");
                 continue;
             }
         };
         if scone.service() != service {
-            Stats::bump(&shared.stats.passed_through);
+            bump(&shared.stats.passed_through);
             continue;
         }
         match shared.trust.check(&scone) {
-            Ok(SignatureCheck::CachedRoot) => Stats::bump(&shared.stats.cached_roots),
-            Ok(_) => Stats::bump(&shared.stats.signature_checks),
+            Ok(SignatureCheck::CachedRoot) => bump(&shared.stats.cached_roots),
+            Ok(_) => bump(&shared.stats.signature_checks),
             Err(error) => {
-                Stats::bump(&shared.stats.forged_dropped);
+                bump(&shared.stats.forged_dropped);
                 tracing::warn!(%client, %service, %error, "dropped a scone that does not verify");
                 continue;
             }
@@ -42,11 +42,11 @@ pub(super) async fn keep<S: Store>(shared: &Shared<S>, key: HoldKey, scones: Wir
         let version = scone.version();
         match shared.store.put(key.clone(), scone).await {
             PutOutcome::Inserted | PutOutcome::Replaced => {
-                Stats::bump(&shared.stats.stores);
+                bump(&shared.stats.stores);
                 tracing::trace!(%client, %service, version, "stored");
             }
-            PutOutcome::Stale => Stats::bump(&shared.stats.stale_stores),
-            PutOutcome::TooLarge | PutOutcome::Expired => Stats::bump(&shared.stats.unstorable),
+            PutOutcome::Stale => bump(&shared.stats.stale_stores),
+            PutOutcome::TooLarge | PutOutcome::Expired => bump(&shared.stats.unstorable),
         }
     }
 }
