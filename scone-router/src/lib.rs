@@ -147,7 +147,6 @@
 //! # Not built yet
 //! - **Mesh**: TLS on mesh links; backoff for dead peers (each miss asks them again,
 //!   bounded by `--peer-timeout`); re-copying after a peer's loss; dynamic membership.
-//! - **Benchmark** of a relay hop against a plain TCP proxy, and a narrated demo.
 //! - **Multi-tier state**: a back-end's SCONE that comes back through a front-end (an
 //!   entrusting client) is passed to the client but not held, so a thin client's tiers
 //!   behind the front-end start over on each call.

@@ -2,6 +2,7 @@
 //! their order for a key (rendezvous hashing).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use scone::ClientId;
@@ -18,6 +19,23 @@ pub(crate) struct Peer {
     pub(crate) addr: SocketAddr,
     /// Its open link; held while connecting, so one connect at a time.
     link: tokio::sync::Mutex<Option<MeshLink>>,
+    /// Whether its last connect or call failed: logged when it changes, not per call.
+    down: AtomicBool,
+}
+
+impl Peer {
+    /// Notes how a connect or call went, logging when the peer goes down or comes back.
+    fn note(&self, failure: Option<&LinkError>) {
+        match failure {
+            Some(error) if !self.down.swap(true, Ordering::Relaxed) => {
+                tracing::warn!(peer = %self.addr, %error, "peer relay unreachable: copies and queries go to the others until it answers again");
+            }
+            None if self.down.swap(false, Ordering::Relaxed) => {
+                tracing::info!(peer = %self.addr, "peer relay answers again");
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Every peer, and how to reach them.
@@ -45,6 +63,7 @@ impl Peers {
             .map(|&addr| Peer {
                 addr,
                 link: tokio::sync::Mutex::new(None),
+                down: AtomicBool::new(false),
             })
             .collect();
         Self {
@@ -88,15 +107,28 @@ impl Peers {
                         .runtime
                         .spawn(async move { MeshLink::connect(addr, &secret, timeout).await })
                         .await
-                        .map_err(|error| LinkError::Unreachable(std::io::Error::other(error)))??;
+                        .map_err(|error| LinkError::Unreachable(std::io::Error::other(error)))
+                        .and_then(|opened| opened);
+                    let opened = match opened {
+                        Ok(opened) => opened,
+                        Err(error) => {
+                            peer.note(Some(&error));
+                            return Err(error);
+                        }
+                    };
                     *held = Some(opened.clone());
                     opened
                 }
             }
         };
         let result = call(link).await;
-        if let Err(LinkError::Call(_)) = &result {
-            *peer.link.lock().await = None;
+        match &result {
+            Err(error @ LinkError::Call(_)) => {
+                peer.note(Some(error));
+                *peer.link.lock().await = None;
+            }
+            // A refusal is an answer: the peer is up.
+            _ => peer.note(None),
         }
         result
     }
