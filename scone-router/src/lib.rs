@@ -150,11 +150,15 @@
 //! - **Multi-tier state**: a back-end's SCONE that comes back through a front-end (an
 //!   entrusting client) is passed to the client but not held, so a thin client's tiers
 //!   behind the front-end start over on each call.
-//! - Upstream connections: one per upstream address, shared by all the listener's
-//!   worker threads; the hop benchmark will tell whether one per worker pays. A request
-//!   whose connection is lost is sent again (see [`UpstreamConfig`]); telling a request
-//!   that never left from one that did needs the connection's dispatch task, which
-//!   `scone_rpc::client::connect` keeps to itself.
+//! - Speed: a relay hop costs 1.16x the p50 of HAProxy in TCP mode doing the same hop,
+//!   and 0.52x its throughput with 64 calls in flight (`cargo bench -p scone-router
+//!   --bench hop`, two cores shared by clients, server and proxy): about 9 µs of CPU
+//!   per call against HAProxy's 1.5, spent decoding and encoding the envelopes, the
+//!   store, and the few signature checks a shared root does not settle.
+//! - Upstream connections: one per upstream address and listener worker thread, so a
+//!   call stays on its thread. A request whose connection is lost is sent again (see
+//!   [`UpstreamConfig`]); telling a request that never left from one that did needs the
+//!   connection's dispatch task, which `scone_rpc::client::connect` keeps to itself.
 //! - TLS on either side of the relay (`scone_rpc::server::run_tls` and `connect_tls` are
 //!   there to use).
 //!

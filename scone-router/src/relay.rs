@@ -103,7 +103,6 @@ impl<S: Store> Relay<S> {
             }
         }
         let connector = Connector {
-            runtime: runtime.clone(),
             timeout: config.upstream.connect_timeout,
             max_frame_bytes: config.server.max_frame_bytes,
         };
@@ -222,12 +221,9 @@ impl<S: Store> Relay<S> {
                 return Ok(reply);
             }
             // The reply goes back now; its SCONEs are verified and stored in the
-            // background. The client's next request waits for that (see `pending`).
-            let relay = self.clone();
-            shared.runtime.spawn(async move {
-                keep::keep(&relay.shared, key, scones).await;
-                drop(guard);
-            });
+            // background, on this thread's runtime (no handoff to another thread). The
+            // client's next request waits for that (see `pending`).
+            tokio::spawn(keep::Background::new(self.clone(), key, scones, guard).run());
         }
         Ok(reply)
     }

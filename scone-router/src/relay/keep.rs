@@ -5,8 +5,9 @@
 use scone::{PutOutcome, Scone, SignatureCheck};
 use scone_rpc::envelope::WireScones;
 
-use super::Shared;
+use super::{Relay, Shared};
 use crate::client_tag::ClientTag;
+use crate::pending::PendingGuard;
 use crate::stats::bump;
 use crate::store::{HoldKey, Store};
 
@@ -48,5 +49,55 @@ pub(super) async fn keep<S: Store>(shared: &Shared<S>, key: HoldKey, scones: Wir
             PutOutcome::Stale => bump(&shared.stats.stale_stores),
             PutOutcome::TooLarge | PutOutcome::Expired => bump(&shared.stats.unstorable),
         }
+    }
+}
+
+/// A [`keep`] in the background, on the runtime of the thread that served the request.
+///
+/// That runtime is a listener worker's, which stops at shutdown once its requests are
+/// done, dropping the tasks still there: a keep dropped before it finished starts again
+/// on the relay's own runtime, which [`Relay::run`] waits for, so a reply sent just
+/// before shutdown still has its SCONEs stored. (Keeping twice is harmless: the second
+/// put of a version is a replacement or a stale one.)
+pub(super) struct Background<S: Store> {
+    relay: Relay<S>,
+    key: HoldKey,
+    scones: WireScones,
+    /// Held until the SCONEs are kept: the client's next request waits for it.
+    guard: Option<PendingGuard>,
+}
+
+impl<S: Store> Background<S> {
+    pub(super) fn new(
+        relay: Relay<S>,
+        key: HoldKey,
+        scones: WireScones,
+        guard: PendingGuard,
+    ) -> Self {
+        Self {
+            relay,
+            key,
+            scones,
+            guard: Some(guard),
+        }
+    }
+
+    pub(super) async fn run(mut self) {
+        keep(&self.relay.shared, self.key.clone(), self.scones.clone()).await;
+        self.guard.take();
+    }
+}
+
+impl<S: Store> Drop for Background<S> {
+    fn drop(&mut self) {
+        let Some(guard) = self.guard.take() else {
+            return;
+        };
+        let (relay, key) = (self.relay.clone(), self.key.clone());
+        let scones = std::mem::take(&mut self.scones);
+        self.relay.shared.runtime.spawn(async move {
+            keep(&relay.shared, key, scones).await;
+            drop(guard);
+        });
     }
 }
