@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use scone::{ServiceId, SigningKey};
-use scone_rpc::server::ServerConfig;
+use scone_rpc::server::{Placement, ServerConfig};
 use scone_rpc::state::SconeState;
 use scone_rpc::{SconeClient, SconeLayer, SconeStore};
 use serde::{Deserialize, Serialize};
@@ -138,6 +138,17 @@ pub async fn serve(
     shutdown: impl Future,
 ) -> std::io::Result<()> {
     let layer = SconeLayer::for_state::<CartState>(key)?;
+    serve_with(listener, &layer, name, shutdown).await
+}
+
+/// Serves the cart with `layer`, whatever its placement ([`Placement`]): the same
+/// handler, its sessions held wherever the layer says.
+pub async fn serve_with<P: Placement>(
+    listener: TcpListener,
+    layer: &SconeLayer<P>,
+    name: &str,
+    shutdown: impl Future,
+) -> std::io::Result<()> {
     let serve = layer.wrap(CartServer { name: name.into() }.serve());
     scone_rpc::server::run(listener, serve, ServerConfig::default(), shutdown).await
 }

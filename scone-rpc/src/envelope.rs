@@ -21,7 +21,10 @@
 //! typed reply instead of failing the whole message. The body is the postcard encoding of the service's tarpc request or response
 //! enum, carried as a length-prefixed byte string: postcard is not self-describing, so a
 //! relay that does not know the service's types reads the header and skips the body by
-//! its length. `token` is reserved for a routing token (empty today).
+//! its length. `token` is a session's routing token, opaque here: a server whose
+//! placement keeps sessions (`server::placement`) gives one in its reply, and the client
+//! sends it back instead of the SCONE; otherwise it is empty. Refusal kinds 5
+//! (`session-unavailable`) and 6 (`not-replicated`) come from such a placement.
 //! A reader refuses a version it does not know; fields are only ever added behind a new
 //! version. A message with more than [`MAX_WIRE_SCONES`] SCONEs does not decode (fewer but
 //! over the receiver's bundle limits earn a typed refusal instead).
@@ -219,7 +222,9 @@ pub struct RequestEnvelope {
     pub service: ServiceId,
     /// The SCONEs entrusted to the client: the called service's, and its back-ends'.
     pub scones: WireScones,
-    /// Reserved for a routing token; always `None` today.
+    /// The routing token of the session, from the last reply, for a server whose
+    /// placement keeps sessions (see `server::placement`); `None` when the client holds
+    /// its SCONEs.
     #[serde(with = "serde_bytes")]
     pub token: Option<Box<[u8]>>,
     /// The postcard-encoded tarpc request of the service.
@@ -240,7 +245,8 @@ pub struct ResponseEnvelope {
     pub version: u8,
     /// SCONEs minted for changed state, and back-ends' SCONEs passed through.
     pub scones: WireScones,
-    /// Reserved for a routing token; always `None` today.
+    /// The session's routing token from the server's placement, to send with the next
+    /// request (see `server::placement`); `None` when the client holds its SCONEs.
     #[serde(with = "serde_bytes")]
     pub token: Option<Box<[u8]>>,
     /// The handler's reply, or why the request was refused.
@@ -283,12 +289,19 @@ pub enum RefusalKind {
     BadRequest,
     /// The new state could not be minted (for example, it is over the size limit).
     MintFailed,
+    /// The session a routing token names is held by no node that answered (a placement
+    /// that keeps state on servers; see `server::placement`).
+    SessionUnavailable,
+    /// The new state reached fewer replicas than required, so the change was not made
+    /// durable and no reply was given for it.
+    NotReplicated,
 }
 
 impl RefusalKind {
     /// The stable code of this kind, in kebab case: `scone-` and the reason's code for a
     /// refused SCONE (`scone-expired`, `scone-stale`), else `unsupported-envelope`,
-    /// `wrong-service`, `bad-request` or `mint-failed`. What logs print and scripts match.
+    /// `wrong-service`, `bad-request`, `mint-failed`, `session-unavailable` or
+    /// `not-replicated`. What logs print and scripts match.
     pub fn code(self) -> std::borrow::Cow<'static, str> {
         match self {
             RefusalKind::Scone(reason) => format!("scone-{}", reason.code()).into(),
@@ -296,6 +309,8 @@ impl RefusalKind {
             RefusalKind::WrongService => "wrong-service".into(),
             RefusalKind::BadRequest => "bad-request".into(),
             RefusalKind::MintFailed => "mint-failed".into(),
+            RefusalKind::SessionUnavailable => "session-unavailable".into(),
+            RefusalKind::NotReplicated => "not-replicated".into(),
         }
     }
 
@@ -306,6 +321,8 @@ impl RefusalKind {
             "wrong-service" => Some(RefusalKind::WrongService),
             "bad-request" => Some(RefusalKind::BadRequest),
             "mint-failed" => Some(RefusalKind::MintFailed),
+            "session-unavailable" => Some(RefusalKind::SessionUnavailable),
+            "not-replicated" => Some(RefusalKind::NotReplicated),
             _ => RejectReason::from_code(code.strip_prefix("scone-")?).map(RefusalKind::Scone),
         }
     }
@@ -319,6 +336,8 @@ impl fmt::Display for RefusalKind {
             RefusalKind::WrongService => "wrong service",
             RefusalKind::BadRequest => "bad request",
             RefusalKind::MintFailed => "could not mint the new state",
+            RefusalKind::SessionUnavailable => "the session is unavailable",
+            RefusalKind::NotReplicated => "the new state was not replicated",
         };
         write!(f, "{what} [{}]", self.code())
     }
@@ -351,6 +370,8 @@ mod tests {
                 RefusalKind::WrongService,
                 RefusalKind::BadRequest,
                 RefusalKind::MintFailed,
+                RefusalKind::SessionUnavailable,
+                RefusalKind::NotReplicated,
             ]);
         for kind in kinds {
             assert_eq!(RefusalKind::from_code(&kind.code()), Some(kind));

@@ -68,6 +68,78 @@ impl CallError {
             CallError::Rpc(_) => None,
         }
     }
+
+    /// Whether sending the call again, to this server or another of the service, is
+    /// safe, risky or pointless (see [`retry_advice`]).
+    pub fn retry_advice(&self) -> RetryAdvice {
+        match self {
+            CallError::Refused { kind, .. } => advice_for_refusal(*kind),
+            CallError::Rpc(error) => retry_advice(error),
+        }
+    }
+}
+
+/// What a failed call says about sending it again, for clients that fail over between
+/// servers (a cluster's nodes, a service's replicas).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RetryAdvice {
+    /// The call did not run: no handler ran, or none of its state was kept. Send it
+    /// again, to another server if this one is down or not the one to ask.
+    Safe,
+    /// The call may have run (the connection was lost or the deadline passed after it
+    /// left, or the server failed after its handler ran): send it again only if it is
+    /// idempotent, or after reading the state to see whether it took effect.
+    MayHaveRun,
+    /// Sending the same call again gets the same answer anywhere (its SCONE is refused,
+    /// its body does not decode): fix the call, or start a new session.
+    Pointless,
+}
+
+/// What `error`, from a call through a SCONE client, says about sending the call again.
+///
+/// | error | advice |
+/// |---|---|
+/// | the request could not be sent (`RpcError::Send`) | [`Safe`](RetryAdvice::Safe), or the [`ClientError`]'s own advice |
+/// | refused before the handler ran: `wrong-service`, `unsupported-envelope`, `session-unavailable` | [`Safe`](RetryAdvice::Safe) |
+/// | connection lost (`Shutdown`, `Channel`), `DeadlineExceeded`, any other server error | [`MayHaveRun`](RetryAdvice::MayHaveRun) |
+/// | refused after the handler ran: `mint-failed`, `not-replicated` (a replica may hold the new state) | [`MayHaveRun`](RetryAdvice::MayHaveRun) |
+/// | `scone-*` refusals, `bad-request` | [`Pointless`](RetryAdvice::Pointless) |
+///
+/// ```
+/// # use scone_rpc::{retry_advice, RetryAdvice};
+/// assert_eq!(
+///     retry_advice(&tarpc::client::RpcError::DeadlineExceeded),
+///     RetryAdvice::MayHaveRun,
+/// );
+/// ```
+pub fn retry_advice(error: &RpcError) -> RetryAdvice {
+    if let Some(kind) = refusal(error) {
+        return advice_for_refusal(kind);
+    }
+    match error {
+        // The client's own failures: before sending, or on reading the reply.
+        RpcError::Send(source) => match source.downcast_ref::<ClientError>() {
+            Some(client_error) => client_error.retry_advice(),
+            // Failed while the request was put into the connection's buffer: never sent.
+            None => RetryAdvice::Safe,
+        },
+        // `Shutdown` is also what a call gets when the connection dies after sending.
+        RpcError::Shutdown
+        | RpcError::Channel(_)
+        | RpcError::DeadlineExceeded
+        | RpcError::Server(_) => RetryAdvice::MayHaveRun,
+    }
+}
+
+fn advice_for_refusal(kind: RefusalKind) -> RetryAdvice {
+    match kind {
+        RefusalKind::WrongService
+        | RefusalKind::UnsupportedEnvelope
+        | RefusalKind::SessionUnavailable => RetryAdvice::Safe,
+        RefusalKind::MintFailed | RefusalKind::NotReplicated => RetryAdvice::MayHaveRun,
+        RefusalKind::Scone(_) | RefusalKind::BadRequest => RetryAdvice::Pointless,
+    }
 }
 
 impl From<RpcError> for CallError {
@@ -121,4 +193,23 @@ pub enum ClientError {
     /// The operating system's random generator failed (making a client ID).
     #[error("no randomness available")]
     Random(#[source] getrandom::Error),
+}
+
+impl ClientError {
+    /// What this failure says about sending the call again: a failure while building
+    /// the request is [`Pointless`](RetryAdvice::Pointless) to retry as it is (nothing
+    /// was sent); one while reading the reply means the call ran
+    /// ([`MayHaveRun`](RetryAdvice::MayHaveRun)).
+    pub fn retry_advice(&self) -> RetryAdvice {
+        match self {
+            ClientError::Encode(_)
+            | ClientError::Bundle(_)
+            | ClientError::Context(_)
+            | ClientError::InvalidService(_) => RetryAdvice::Pointless,
+            ClientError::Random(_) => RetryAdvice::Safe,
+            ClientError::Reply(_)
+            | ClientError::UnsupportedEnvelope(_)
+            | ClientError::Untrusted { .. } => RetryAdvice::MayHaveRun,
+        }
+    }
 }

@@ -99,10 +99,13 @@
 //!   not a copy).
 //! - [`server`]: [`SconeLayer`] (the `Serve` wrapper) and [`server::run`] /
 //!   [`server::run_tls`] (the listener), with timeouts and byte budgets against idle and
-//!   slow peers.
+//!   slow peers; [`server::serve_stream`] serves one connection over any stream.
+//!   [`server::placement`]: where sessions live between requests ([`server::Placement`]):
+//!   with the client by default, or on servers (a cluster), with the same handler.
 //! - [`client`]: [`SconeClient`] (the `Stub` wrapper): caching, thin and entrusting modes.
 //! - [`state`]: [`SconeState`], the derive's trait, and change tracking.
-//! - [`error`]: typed errors, and [`refusal`] to read a refusal out of a tarpc error.
+//! - [`error`]: typed errors, [`refusal`] to read a refusal out of a tarpc error, and
+//!   [`retry_advice`]: whether a failed call is safe to send again, to another server.
 //! - [`tls`]: rustls re-exported, and how to set up TLS on both sides.
 //!
 //! # What each party can verify
@@ -161,7 +164,7 @@ pub mod tls;
 
 pub use crate::client::{SconeClient, SconeStore};
 pub use crate::envelope::{ClientId, Refusal, RefusalKind};
-pub use crate::error::{refusal, CallError, ClientError};
+pub use crate::error::{refusal, retry_advice, CallError, ClientError, RetryAdvice};
 pub use crate::server::SconeLayer;
 pub use crate::state::{Delta, SconeState, StateError, Tracker};
 

@@ -1,5 +1,5 @@
 //! The server: a SCONE layer around a tarpc service, and a listener to run it, over TCP
-//! ([`run`]) or TLS ([`run_tls`]).
+//! ([`run`]) or TLS ([`run_tls`]), or one connection over any stream ([`serve_stream`]).
 //!
 //! The listener follows mini-redis: a permit from a semaphore is taken *before* each
 //! accept (bounding connections), each connection is served by its own task with a cap on
@@ -37,6 +37,7 @@
 mod connection;
 mod guard;
 mod listener;
+pub mod placement;
 pub mod replay;
 mod serve;
 mod signer;
@@ -46,13 +47,16 @@ use std::future::Future;
 use std::time::Duration;
 
 use tarpc::server::Serve;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc};
 use tokio_rustls::TlsAcceptor;
 
 use crate::codec::DEFAULT_MAX_FRAME_BYTES;
 use crate::envelope::{RequestEnvelope, ResponseEnvelope};
 use worker::Security;
 
+pub use placement::{ClientHeld, Placement};
 pub use replay::{MemoryWatermarks, Watermarks};
 pub use serve::{LayerConfig, SconeLayer, SconeServe};
 pub use signer::SigningStats;
@@ -125,6 +129,66 @@ where
     S: Serve<Req = RequestEnvelope, Resp = ResponseEnvelope> + Clone + Send + 'static,
 {
     listener::run(listener, Security::Plain, serve, config, shutdown).await
+}
+
+/// Serves one connection over `io`, a stream of any kind (an in-memory
+/// `tokio::io::duplex` in tests, a Unix socket, TLS set up your own way), with the
+/// per-connection bounds and timeouts of `config`, until the peer leaves, a guard closes
+/// it, or `shutdown` completes; then waits for its handlers still running to finish.
+///
+/// The handlers run on a `LocalSet` inside the returned future (so, like [`run`], any
+/// tarpc service will do, `Send` or not); `config.max_connections` and `workers` do
+/// not apply.
+///
+/// The future is not `Send` (its handlers need not be): await it, or join it with the
+/// client's side, as here with a cart served over an in-memory pipe:
+///
+/// ```
+/// # use scone_rpc::envelope::{RequestEnvelope, ResponseEnvelope};
+/// # async fn run<S>(serve: S)
+/// # where S: tarpc::server::Serve<Req = RequestEnvelope, Resp = ResponseEnvelope> + Clone + 'static {
+/// use scone_rpc::server::{serve_stream, ServerConfig};
+///
+/// let (client_end, server_end) = tokio::io::duplex(64 * 1024);
+/// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+/// let server = serve_stream(server_end, serve, ServerConfig::default(), stopped);
+/// let client = async move {
+///     let channel = scone_rpc::client::over(client_end, Default::default(), 1 << 20);
+///     // ... calls through `channel` ...
+///     drop(stop);
+/// };
+/// tokio::join!(server, client);
+/// # }
+/// ```
+pub async fn serve_stream<S, Io>(io: Io, serve: S, config: ServerConfig, shutdown: impl Future)
+where
+    S: Serve<Req = RequestEnvelope, Resp = ResponseEnvelope> + Clone + 'static,
+    Io: AsyncRead + AsyncWrite + 'static,
+{
+    let (shutdown_tx, shutdown_rx) = broadcast::channel(1);
+    // Held by the connection and each of its requests: all gone means all done.
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    let connection = connection::Connection {
+        peer: connection::Peer(None),
+        serve,
+        config,
+        shutdown_rx,
+        done: done_tx,
+    };
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async move {
+            let mut serving = tokio::task::spawn_local(connection.serve(io));
+            tokio::select! {
+                _ = &mut serving => {}
+                _ = shutdown => {
+                    let _ = shutdown_tx.send(());
+                    let _ = serving.await;
+                }
+            }
+            let _ = done_rx.recv().await;
+        })
+        .await;
 }
 
 /// [`run`] over TLS: each connection is served after a TLS handshake with `acceptor`

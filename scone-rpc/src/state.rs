@@ -408,9 +408,14 @@ impl<T: SconeState> Tracker<T> {
 
     /// The changed fields with their new values.
     pub fn delta(&self) -> Result<Delta, StateError> {
-        let fields = self
-            .changed_fields()?
-            .into_iter()
+        self.delta_of(&self.changed_fields()?)
+    }
+
+    /// The fields at `indices` with their values now.
+    fn delta_of(&self, indices: &[usize]) -> Result<Delta, StateError> {
+        let fields = indices
+            .iter()
+            .copied()
             .map(|index| {
                 let value = self.value.encode_field(index, Vec::new())?;
                 let index = u16::try_from(index).map_err(|_| StateError::UnknownField(index))?;
@@ -432,10 +437,23 @@ impl<T: SconeState> Tracker<T> {
             return Ok(Saved::Unchanged);
         }
         let service = T::service_id()?;
+        // Only when the server's placement ships deltas: the client-held path skips the
+        // per-field encoding.
+        let delta = if context::deltas_wanted() {
+            Some(self.delta_of(&changed.indices)?)
+        } else {
+            None
+        };
         let state = postcard::to_extend(&self.value, buffer).map_err(StateError::Encode)?;
         match context::write_state_as(&service, state, StateFormat::Postcard)? {
             Written::Unchanged => Ok(Saved::Unchanged),
-            Written::Changed => Ok(Saved::Changed(changed)),
+            Written::Changed => {
+                if let Some(delta) = delta {
+                    let delta = postcard::to_allocvec(&delta).map_err(StateError::Encode)?;
+                    context::attach_delta(&service, delta)?;
+                }
+                Ok(Saved::Changed(changed))
+            }
         }
     }
 

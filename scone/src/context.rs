@@ -56,6 +56,11 @@ pub struct StateWrite {
     /// How the state is encoded: minted into the SCONE's claims, so readers decode it
     /// in this format only. [`write_state`] writes [`Opaque`](StateFormat::Opaque).
     pub format: StateFormat,
+    /// What changed since the incoming state, as the writer encoded it (for a derived
+    /// state, `scone_rpc::state::Delta` in postcard), when the server asked for deltas
+    /// ([`deltas_wanted`]) and the writer tracks its changes; `None` otherwise. A
+    /// placement that replicates ships it instead of the whole state.
+    pub delta: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for StateWrite {
@@ -66,6 +71,7 @@ impl std::fmt::Debug for StateWrite {
             .field("state_len", &self.state.len())
             .field("status", &self.status)
             .field("format", &self.format)
+            .field("delta_len", &self.delta.as_ref().map(Vec::len))
             .finish()
     }
 }
@@ -113,6 +119,8 @@ pub struct SconeContext {
     writes: SmallVec<[StateWrite; 1]>,
     /// SCONEs to attach to the reply as they are: a back-end's, entrusted to the caller.
     forwarded: SconeBundle,
+    /// Whether writers that track their changes should also record them as a delta.
+    deltas_wanted: bool,
 }
 
 impl SconeContext {
@@ -128,6 +136,19 @@ impl SconeContext {
     pub fn with_carried(mut self, carried: SconeBundle) -> Self {
         self.carried = carried;
         self
+    }
+
+    /// Asks writers that track their changes to record them too
+    /// ([`StateWrite::delta`]): a placement that replicates deltas sets it.
+    pub fn with_deltas_wanted(mut self, wanted: bool) -> Self {
+        self.deltas_wanted = wanted;
+        self
+    }
+
+    /// Adds a verified SCONE that did not come with the request: one a placement kept
+    /// for it (loaded by a routing token). Fails if one of its service is already in.
+    pub fn add_incoming(&mut self, scone: Scone) -> Result<(), crate::BundleError> {
+        self.incoming.insert_new(scone)
     }
 
     /// The request's verified SCONEs.
@@ -250,6 +271,8 @@ impl SconeContext {
                 self.writes[i].state = state;
                 self.writes[i].status = status;
                 self.writes[i].format = format;
+                // Described the earlier write, not this one.
+                self.writes[i].delta = None;
                 Written::Changed
             }
             (false, None) => {
@@ -258,6 +281,7 @@ impl SconeContext {
                     state,
                     status,
                     format,
+                    delta: None,
                 });
                 Written::Changed
             }
@@ -347,6 +371,27 @@ pub fn incoming_state(service: &ServiceId) -> Result<Option<Vec<u8>>, ContextErr
 /// The SCONE for another service (a back-end's) that came with the request, if any.
 pub fn carried(service: &ServiceId) -> Result<Option<Scone>, ContextError> {
     with(|ctx| ctx.carried.get(service).cloned())
+}
+
+/// Whether the server asked writers that track their changes to record them as a delta
+/// ([`StateWrite::delta`]); `false` outside a request.
+pub fn deltas_wanted() -> bool {
+    with(|ctx| ctx.deltas_wanted).unwrap_or(false)
+}
+
+/// Records `delta` as what changed in the state last written for `service` (see
+/// [`StateWrite::delta`]); returns whether there was such a write. Call it right after
+/// the write it describes: a later write of the same service clears it.
+pub fn attach_delta(service: &ServiceId, delta: Vec<u8>) -> Result<bool, ContextError> {
+    with_mut(
+        |ctx| match ctx.writes.iter_mut().find(|w| &w.service == service) {
+            Some(write) => {
+                write.delta = Some(delta);
+                true
+            }
+            None => false,
+        },
+    )
 }
 
 /// Records new state for `service`, as an [`Opaque`](StateFormat::Opaque) state, keeping

@@ -118,3 +118,33 @@ async fn forwarded_scones_come_back_with_the_context() {
     .await;
     assert_eq!(ctx.forwarded().get(&cart()), Some(&backend));
 }
+
+#[tokio::test]
+async fn a_delta_is_asked_for_by_the_server_and_describes_only_the_last_write() {
+    let (wanted, _) = context::scope(SconeContext::new(incoming(b"a")), async {
+        context::deltas_wanted()
+    })
+    .await;
+    assert!(!wanted, "not asked for by default");
+    assert!(!context::deltas_wanted(), "outside a scope: no");
+
+    let scope = SconeContext::new(incoming(b"a")).with_deltas_wanted(true);
+    let ((), ctx) = context::scope(scope, async {
+        assert!(context::deltas_wanted());
+        assert_eq!(context::attach_delta(&cart(), b"d0".to_vec()), Ok(false));
+        context::write_state(&cart(), b"ab".to_vec()).unwrap();
+        assert_eq!(context::attach_delta(&cart(), b"d1".to_vec()), Ok(true));
+    })
+    .await;
+    assert_eq!(ctx.writes()[0].delta.as_deref(), Some(&b"d1"[..]));
+
+    let scope = SconeContext::new(incoming(b"a")).with_deltas_wanted(true);
+    let ((), ctx) = context::scope(scope, async {
+        context::write_state(&cart(), b"ab".to_vec()).unwrap();
+        context::attach_delta(&cart(), b"d1".to_vec()).unwrap();
+        // A second write that carries no delta of its own: the first one's is stale.
+        context::write_state(&cart(), b"abc".to_vec()).unwrap();
+    })
+    .await;
+    assert_eq!(ctx.writes()[0].delta, None);
+}

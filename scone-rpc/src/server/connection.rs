@@ -12,10 +12,23 @@ use super::{signer, ServerConfig};
 use crate::codec::Transport;
 use crate::envelope::{RequestEnvelope, ResponseEnvelope};
 
+/// Who is on the other end of a connection, for the logs.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Peer(pub(super) Option<SocketAddr>);
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => addr.fmt(f),
+            None => f.write_str("stream"),
+        }
+    }
+}
+
 /// A connection on a worker: what it needs besides its stream.
 pub(super) struct Connection<S> {
     /// Who is on the other end, for the logs.
-    pub(super) peer: SocketAddr,
+    pub(super) peer: Peer,
     /// The service, cloned for each request.
     pub(super) serve: S,
     /// Limits and timeouts.

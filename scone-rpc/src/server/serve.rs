@@ -21,6 +21,7 @@ use crate::envelope::{
     Outcome, Refusal, RefusalKind, RequestEnvelope, ResponseEnvelope, WireScones, WireSconesError,
     ENVELOPE_VERSION,
 };
+use crate::server::placement::{ClientHeld, Commit, Placement, PlacementError};
 use crate::server::replay::{SessionKey, Watermark, Watermarks};
 use crate::server::signer::{GroupSigner, SigningStats};
 use crate::state::SconeState;
@@ -80,7 +81,7 @@ impl Default for LayerConfig {
 }
 
 /// What every request of one service shares.
-struct Shared {
+struct Shared<P> {
     /// The service this server is.
     service: ServiceId,
     /// Checks incoming SCONEs: the issuer tag for ours, signatures for older keys.
@@ -91,15 +92,28 @@ struct Shared {
     sealer: Option<StateSealer>,
     /// Settings.
     config: LayerConfig,
+    /// Where sessions live between requests.
+    placement: P,
 }
 
 /// Makes tarpc services stateless: wraps them so their state travels in SCONEs.
 ///
 /// Servers built from the same signing key are interchangeable: any of them can serve
 /// any request, since the state comes with it.
-#[derive(Clone)]
-pub struct SconeLayer {
-    shared: Arc<Shared>,
+///
+/// `P` is where sessions live between requests ([`Placement`]): by default the client
+/// holds them ([`ClientHeld`]); [`with_placement`](Self::with_placement) plugs in
+/// another, with the same handler.
+pub struct SconeLayer<P = ClientHeld> {
+    shared: Arc<Shared<P>>,
+}
+
+impl<P> Clone for SconeLayer<P> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
 }
 
 impl SconeLayer {
@@ -166,8 +180,32 @@ impl SconeLayer {
                 signer: GroupSigner::new(minter, config.max_signing_group),
                 sealer,
                 config,
+                placement: ClientHeld,
             }),
         })
+    }
+}
+
+impl<P: Placement> SconeLayer<P> {
+    /// This layer with sessions kept by `placement` (for example a cluster's) rather
+    /// than by its current placement; settings and keys stay.
+    pub fn with_placement<Q: Placement>(self, placement: Q) -> SconeLayer<Q> {
+        let shared = &self.shared;
+        SconeLayer {
+            shared: Arc::new(Shared {
+                service: shared.service.clone(),
+                verifier: shared.verifier.clone(),
+                signer: Arc::clone(&shared.signer),
+                sealer: shared.sealer.clone(),
+                config: shared.config.clone(),
+                placement,
+            }),
+        }
+    }
+
+    /// Where sessions live between requests.
+    pub fn placement(&self) -> &P {
+        &self.shared.placement
     }
 
     /// The service's public key, for clients and relays that want to verify.
@@ -186,7 +224,7 @@ impl SconeLayer {
     }
 
     /// Wraps a tarpc service (for example `CartServer.serve()`).
-    pub fn wrap<S>(&self, inner: S) -> SconeServe<S> {
+    pub fn wrap<S>(&self, inner: S) -> SconeServe<S, P> {
         SconeServe {
             inner: Arc::new(inner),
             shared: Arc::clone(&self.shared),
@@ -194,7 +232,7 @@ impl SconeLayer {
     }
 }
 
-impl Shared {
+impl<P: Placement> Shared<P> {
     fn signer_public_key(&self) -> PublicKey {
         self.signer.public_key()
     }
@@ -241,7 +279,9 @@ impl Shared {
                 return Err(self.refuse(RefusalKind::Scone(RejectReason::Malformed), detail));
             }
         }
-        let mut scope = SconeContext::new(ours).with_carried(carried);
+        let mut scope = SconeContext::new(ours)
+            .with_carried(carried)
+            .with_deltas_wanted(self.placement.wants_deltas());
         if let Some(sealer) = &self.sealer {
             // After verification: only a SCONE we signed is worth opening.
             scope
@@ -272,18 +312,7 @@ impl Shared {
                     self.refuse(error.refusal_kind(), error.to_string())
                 })?;
             let bundle = if scone.service() == &self.service {
-                if let Err(error) = self.verifier.verify(&scone) {
-                    tracing::debug!(service = %self.service, %error, "refused a scone");
-                    return Err(self.refuse(RefusalKind::Scone(error.reason()), error.to_string()));
-                }
-                if let Some(guard) = &self.config.replay_guard {
-                    if let Err(stale) = guard.admit(&SessionKey::of(&scone), scone.version()) {
-                        tracing::debug!(service = %self.service, %stale, "refused a replay");
-                        return Err(
-                            self.refuse(RefusalKind::Scone(RejectReason::Stale), stale.to_string())
-                        );
-                    }
-                }
+                self.admit_ours(&scone)?;
                 &mut ours
             } else {
                 &mut carried
@@ -291,6 +320,85 @@ impl Shared {
             bundle.insert_new(scone).map_err(bad_bundle)?;
         }
         Ok((ours, carried))
+    }
+
+    /// Verifies a SCONE of this service, and checks it with the replay guard.
+    fn admit_ours(&self, scone: &Scone) -> Result<(), ResponseEnvelope> {
+        if let Err(error) = self.verifier.verify(scone) {
+            tracing::debug!(service = %self.service, %error, "refused a scone");
+            return Err(self.refuse(RefusalKind::Scone(error.reason()), error.to_string()));
+        }
+        if let Some(guard) = &self.config.replay_guard {
+            if let Err(stale) = guard.admit(&SessionKey::of(scone), scone.version()) {
+                tracing::debug!(service = %self.service, %stale, "refused a replay");
+                return Err(self.refuse(RefusalKind::Scone(RejectReason::Stale), stale.to_string()));
+            }
+        }
+        Ok(())
+    }
+
+    /// For a request that carried routing token `token`: if it carried no SCONE of this
+    /// service, the one the placement holds (if any), admitted like a carried one.
+    async fn load(&self, scope: &mut SconeContext, token: &[u8]) -> Result<(), ResponseEnvelope> {
+        if scope.incoming().get(&self.service).is_some() {
+            return Ok(());
+        }
+        let loaded = self
+            .placement
+            .load(&self.service, token)
+            .await
+            .map_err(|error| self.refuse_placement(&error))?;
+        let Some(scone) = loaded else {
+            return Ok(());
+        };
+        if scone.service() != &self.service {
+            let detail = format!("the placement loaded a scone of {}", scone.service());
+            return Err(self.refuse(RefusalKind::Scone(RejectReason::WrongService), detail));
+        }
+        self.admit_ours(&scone)?;
+        scope
+            .add_incoming(scone)
+            .map_err(|error| self.refuse(RefusalKind::BadRequest, error.to_string()))?;
+        if let Some(sealer) = &self.sealer {
+            scope
+                .open_incoming(&self.service, sealer)
+                .map_err(|error| {
+                    self.refuse(RefusalKind::Scone(error.reason()), error.to_string())
+                })?;
+        } else if scope
+            .incoming()
+            .get(&self.service)
+            .is_some_and(Scone::is_sealed)
+        {
+            let detail = "the loaded state is sealed, and this server does not seal";
+            return Err(self.refuse(RefusalKind::Scone(RejectReason::Malformed), detail));
+        }
+        Ok(())
+    }
+
+    /// Hands `commit` to the placement; sets `reply_token` to the token it gives, and
+    /// answers whether the reply carries the SCONE.
+    async fn commit(
+        &self,
+        commit: Commit<'_>,
+        reply_token: &mut Option<Box<[u8]>>,
+    ) -> Result<bool, ResponseEnvelope> {
+        match self.placement.commit(commit).await {
+            Ok(committed) => {
+                if committed.token.is_some() {
+                    *reply_token = committed.token;
+                }
+                Ok(committed.reply_carries_scone)
+            }
+            Err(error) => {
+                tracing::warn!(service = %self.service, %error, "the placement refused a new state");
+                Err(self.refuse_placement(&error))
+            }
+        }
+    }
+
+    fn refuse_placement(&self, error: &PlacementError) -> ResponseEnvelope {
+        self.refuse(error.refusal_kind(), error.to_string())
     }
 
     fn draft(
@@ -361,14 +469,14 @@ impl Shared {
 }
 
 /// A tarpc service whose state travels in SCONEs; made by [`SconeLayer::wrap`].
-pub struct SconeServe<S> {
+pub struct SconeServe<S, P = ClientHeld> {
     /// Shared, so that this stays two pointers whatever the service holds: tarpc keeps a
     /// copy in every request's future.
     inner: Arc<S>,
-    shared: Arc<Shared>,
+    shared: Arc<Shared<P>>,
 }
 
-impl<S> Clone for SconeServe<S> {
+impl<S, P> Clone for SconeServe<S, P> {
     fn clone(&self) -> Self {
         Self {
             inner: Arc::clone(&self.inner),
@@ -377,8 +485,9 @@ impl<S> Clone for SconeServe<S> {
     }
 }
 
-impl<S> Serve for SconeServe<S>
+impl<S, P> Serve for SconeServe<S, P>
 where
+    P: Placement,
     S: Serve + Clone + Send,
     S::Req: DeserializeOwned,
     S::Resp: Serialize,
@@ -393,30 +502,41 @@ where
     fn serve(
         self,
         ctx: tarpc::context::Context,
-        request: RequestEnvelope,
+        mut request: RequestEnvelope,
     ) -> impl Future<Output = Result<ResponseEnvelope, ServerError>> {
+        let token = request.token.take();
         let admitted = self.shared.admit_request(request);
         async move {
             match admitted {
-                Ok((scope, inner_request)) => self.run(ctx, scope, inner_request).await,
+                Ok((mut scope, inner_request)) => {
+                    if let Some(token) = &token {
+                        if let Err(refusal) = self.shared.load(&mut scope, token).await {
+                            return Ok(refusal);
+                        }
+                    }
+                    self.run(ctx, scope, inner_request, token).await
+                }
                 Err(refusal) => Ok(refusal),
             }
         }
     }
 }
 
-impl<S> SconeServe<S>
+impl<S, P> SconeServe<S, P>
 where
+    P: Placement,
     S: Serve + Clone + Send,
     S::Req: DeserializeOwned,
     S::Resp: Serialize,
 {
-    /// Runs the handler in `scope` and mints what it changed.
+    /// Runs the handler in `scope`, mints what it changed, and commits that to the
+    /// placement.
     async fn run(
         self,
         ctx: tarpc::context::Context,
         scope: SconeContext,
         inner_request: S::Req,
+        token: Option<Box<[u8]>>,
     ) -> Result<ResponseEnvelope, ServerError> {
         let shared = &self.shared;
         let (response, scope) =
@@ -427,7 +547,9 @@ where
         // Built straight in its wire form: a reply usually carries the one SCONE minted.
         let mut scones = WireScones::new();
         let mut minted_ours = false;
-        for write in writes {
+        let mut reply_token = None;
+        let previous = incoming.get(&shared.service);
+        for mut write in writes {
             if write.service != shared.service {
                 // A state type whose service name differs from the server's: minting it
                 // under our key would be wrong, dropping it would lose data.
@@ -438,23 +560,43 @@ where
                 tracing::error!(%detail, "misconfigured state type");
                 return Ok(shared.refuse(RefusalKind::MintFailed, detail));
             }
-            let draft = match shared.draft(incoming.get(&write.service), write) {
+            let delta = write.delta.take();
+            let draft = match shared.draft(previous, write) {
                 Ok(draft) => draft,
                 Err(refusal) => return Ok(refusal),
             };
-            match shared.mint(draft).await {
-                Ok(minted) => scones.push(minted.into_encoded()),
+            let minted = match shared.mint(draft).await {
+                Ok(minted) => minted,
+                Err(refusal) => return Ok(refusal),
+            };
+            let commit = Commit {
+                minted: &minted,
+                previous,
+                delta: delta.as_deref(),
+                token: token.as_deref(),
+            };
+            match shared.commit(commit, &mut reply_token).await {
+                Ok(true) => scones.push(minted.into_encoded()),
+                Ok(false) => {}
                 Err(refusal) => return Ok(refusal),
             }
             minted_ours = true;
         }
         if !minted_ours {
-            if let Some(draft) = incoming
-                .get(&shared.service)
-                .and_then(|s| shared.renewal(s))
-            {
-                match shared.mint(draft).await {
-                    Ok(renewed) => scones.push(renewed.into_encoded()),
+            if let Some(draft) = previous.and_then(|s| shared.renewal(s)) {
+                let renewed = match shared.mint(draft).await {
+                    Ok(renewed) => renewed,
+                    Err(refusal) => return Ok(refusal),
+                };
+                let commit = Commit {
+                    minted: &renewed,
+                    previous,
+                    delta: None,
+                    token: token.as_deref(),
+                };
+                match shared.commit(commit, &mut reply_token).await {
+                    Ok(true) => scones.push(renewed.into_encoded()),
+                    Ok(false) => {}
                     Err(refusal) => return Ok(refusal),
                 }
                 minted_ours = true;
@@ -474,7 +616,7 @@ where
         Ok(ResponseEnvelope {
             version: ENVELOPE_VERSION,
             scones,
-            token: None,
+            token: reply_token,
             outcome: Outcome::Reply(body),
         })
     }

@@ -7,7 +7,7 @@ use tarpc::server::Serve;
 use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit};
 use tokio_rustls::TlsAcceptor;
 
-use super::connection::Connection;
+use super::connection::{Connection, Peer};
 use super::ServerConfig;
 use crate::envelope::{RequestEnvelope, ResponseEnvelope};
 
@@ -73,7 +73,7 @@ where
             let _ = stream.set_nodelay(true);
             tracing::debug!(%peer, "connection accepted");
             let mut connection = Connection {
-                peer,
+                peer: Peer(Some(peer)),
                 serve: self.serve.clone(),
                 config: self.config.clone(),
                 shutdown_rx: self.shutdown_rx.resubscribe(),
