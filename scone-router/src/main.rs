@@ -166,7 +166,8 @@ impl Cli {
             config.mesh.peers = self.peers;
         }
         if let Some(path) = &self.mesh_secret_file {
-            config.mesh.secret = Some(MeshSecret::load(path)?);
+            config.mesh.secret =
+                Some(MeshSecret::load(path).map_err(scone_router::ConfigError::from)?);
         }
         if let Some(replicas) = self.replicas {
             config.mesh.replicas = replicas;

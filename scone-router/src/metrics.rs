@@ -118,7 +118,7 @@ impl Metrics {
         self
     }
 
-    /// Adds the counters of the mesh `store` ([`MeshStats`]) and what it holds.
+    /// Adds the counters of the mesh `store` ([`MeshStats`](crate::MeshStats)) and what it holds.
     pub fn with_mesh(mut self, store: &MeshStore) -> Self {
         let sources = Arc::make_mut(&mut self.sources);
         sources.cache = Some(store.local().cache().clone());

@@ -107,6 +107,8 @@
 //! - [`error`]: typed errors, [`refusal`] to read a refusal out of a tarpc error, and
 //!   [`retry_advice`]: whether a failed call is safe to send again, to another server.
 //! - [`tls`]: rustls re-exported, and how to set up TLS on both sides.
+//! - [`peer_link`]: links between servers that share a secret, proved both ways at
+//!   connect ([`peer_link::LinkSecret`], [`peer_link::connect`] / [`peer_link::accept`]).
 //!
 //! # What each party can verify
 //! Every SCONE is signed with the service's ed25519 key (see the `scone` crate), so a
@@ -157,6 +159,7 @@ pub mod client;
 pub mod codec;
 pub mod envelope;
 pub mod error;
+pub mod peer_link;
 pub mod server;
 mod spare;
 pub mod state;

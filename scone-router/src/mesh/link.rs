@@ -10,7 +10,7 @@ use tarpc::client::RpcError;
 use tokio::net::TcpStream;
 
 use super::wire::{Copy, MeshClient, MeshError};
-use super::{handshake, MeshSecret};
+use super::{MeshSecret, HANDSHAKE_LABEL};
 
 /// Why a call to a peer failed. Retry policy: [`Unreachable`](Self::Unreachable) and
 /// [`Call`](Self::Call) are the link's fault (try another peer; the link is dropped and
@@ -52,7 +52,7 @@ impl MeshLink {
             .and_then(|connected| connected)
             .map_err(LinkError::Unreachable)?;
         let _ = stream.set_nodelay(true);
-        handshake::connect(&mut stream, secret, timeout)
+        scone_rpc::peer_link::connect(&mut stream, secret, HANDSHAKE_LABEL, timeout)
             .await
             .map_err(LinkError::Unreachable)?;
         let transport = Transport::new(stream, DEFAULT_MAX_FRAME_BYTES);

@@ -11,7 +11,6 @@ use tarpc::server::{BaseChannel, Channel};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc, Semaphore};
 
-use super::handshake;
 use super::store::MeshStore;
 use super::wire::Mesh;
 
@@ -76,7 +75,7 @@ async fn serve(
     timeout: std::time::Duration,
 ) -> io::Result<()> {
     let _ = stream.set_nodelay(true);
-    handshake::accept(&mut stream, secret, timeout).await?;
+    scone_rpc::peer_link::accept(&mut stream, secret, super::HANDSHAKE_LABEL, timeout).await?;
     let transport = Transport::new(stream, DEFAULT_MAX_FRAME_BYTES);
     BaseChannel::with_defaults(transport)
         .execute(store.serve())
