@@ -123,6 +123,14 @@ pub enum PlacementError {
     /// The token does not decode, or names another service.
     #[error("bad routing token: {0}")]
     BadToken(String),
+    /// A newer version of the session than the one the request was served from is
+    /// held elsewhere (this node, or the client, was behind): the change is not made.
+    /// The client reads the session again and retries.
+    #[error("a newer version of the session exists: {0}")]
+    Superseded(String),
+    /// The node cannot keep another session.
+    #[error("no room for the session: {0}")]
+    Full(String),
 }
 
 impl PlacementError {
@@ -132,6 +140,8 @@ impl PlacementError {
             PlacementError::Unavailable(_) => RefusalKind::SessionUnavailable,
             PlacementError::NotReplicated { .. } => RefusalKind::NotReplicated,
             PlacementError::BadToken(_) => RefusalKind::BadRequest,
+            PlacementError::Superseded(_) => RefusalKind::Scone(scone::RejectReason::Stale),
+            PlacementError::Full(_) => RefusalKind::NotReplicated,
         }
     }
 }

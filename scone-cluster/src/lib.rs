@@ -1,0 +1,81 @@
+//! `scone-cluster`: sessions held by a cluster of servers instead of by the client. Each
+//! new version of a session's SCONE is copied to k peers **before the reply leaves**
+//! (seed 002, fig. 9), and the reply carries a routing token in its place (seed 003):
+//! the primary that served it and the secondaries that hold a copy.
+//!
+//! It plugs into the same serve pipeline as every other placement
+//! (`scone_rpc::server::placement`): the cart's handler, unchanged, runs with
+//! `SconeLayer::with_placement(ClusterPlacement::new(...))`.
+//!
+//! ```no_run
+//! # async fn run(key: scone::SigningKey) -> anyhow::Result<()> {
+//! use std::time::Duration;
+//! use scone::KeyRing;
+//! use scone_cluster::{
+//!     ClusterConfig, ClusterPlacement, Member, Replica, SessionStore, StaticMembership,
+//!     TcpTransport,
+//! };
+//! use scone_rpc::SconeLayer;
+//!
+//! let service = scone::ServiceId::new("cart")?;
+//! let me = Member { rpc: "10.0.0.1:7001".parse()?, peer: "10.0.0.1:7101".parse()?, zone: None };
+//! let peers = StaticMembership::new(vec![me.clone() /* , the other nodes */]);
+//! let keys = KeyRing::for_service(service.clone(), [key.public_key()])?;
+//! let replica = Replica::new(SessionStore::new(1_000_000), keys);
+//! let placement = ClusterPlacement::new(
+//!     me,
+//!     replica.clone(),
+//!     TcpTransport::new(Duration::from_millis(500)),
+//!     peers,
+//!     ClusterConfig::default(),
+//! );
+//! let layer = SconeLayer::new(service, key)?.with_placement(placement);
+//! // Serve `layer.wrap(...)` to clients, and `replica` to peers:
+//! let peer_listener = tokio::net::TcpListener::bind("10.0.0.1:7101").await?;
+//! tokio::spawn(scone_cluster::serve_peers(peer_listener, replica, std::future::pending::<()>()));
+//! # Ok(()) }
+//! ```
+//!
+//! # What it guarantees
+//! - **Replicate before reply**: a reply whose SCONE changed leaves only once k peers
+//!   acknowledged the new version (or, if set, with a token saying fewer did). A client
+//!   that got a reply can lose up to k nodes and keep its state.
+//! - **Versions only go forward**, on every node: a copy is kept only if it verifies
+//!   under the service's keys and is newer than what the node holds, so a process
+//!   outside the cluster cannot plant state, and a stale node that comes back cannot
+//!   overwrite newer state; a node that served a request from an old version finds out
+//!   at commit (a peer, or itself, holds newer) and the call is refused (`scone-stale`).
+//! - **Failover**: a node that gets a token for a session it does not hold (or holds
+//!   older) fetches it from the owners the token names, then from every member, and
+//!   serves as the new primary, copying the next version to new secondaries.
+//!
+//! Not covered yet: membership by gossip (heartbeats, failure detection), the client
+//! that follows tokens and fails over, deltas, batching, locks, delete commands, a
+//! binary, TLS or authentication on peer links (peers verify every SCONE they take,
+//! but the link itself is plain TCP).
+//!
+//! # Layout
+//! - [`session`]: [`SessionId`], [`RoutingToken`].
+//! - [`store`]: [`SessionStore`], the newest version of each session on one node.
+//! - [`replica`]: [`Replica`], what a node does with copies and fetches from peers.
+//! - [`membership`]: [`Membership`], [`Member`], [`StaticMembership`].
+//! - [`transport`]: [`PeerTransport`]; over TCP ([`TcpTransport`], [`serve_peers`]) and
+//!   in memory with faults ([`transport::memory`]).
+//! - [`placement`]: [`ClusterPlacement`], the `Placement` of a cluster node.
+
+#![deny(missing_docs)]
+
+pub mod membership;
+pub mod placement;
+pub mod replica;
+pub mod session;
+pub mod store;
+pub mod transport;
+
+pub use crate::membership::{Member, Membership, StaticMembership};
+pub use crate::placement::{ClusterConfig, ClusterPlacement, Replicas, Shortfall};
+pub use crate::replica::{Replica, ReplicaRefusal};
+pub use crate::session::{RoutingToken, SessionId, TokenError};
+pub use crate::store::{SessionStore, Stored};
+pub use crate::transport::tcp::{serve_peers, TcpTransport};
+pub use crate::transport::{PeerError, PeerTransport};

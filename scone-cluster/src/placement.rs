@@ -1,0 +1,338 @@
+//! [`ClusterPlacement`]: sessions held by the cluster, each new version copied to k
+//! peers before the reply, found again by the routing token.
+
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use futures::future::join_all;
+use scone::{Scone, ServiceId};
+use scone_rpc::server::placement::{Commit, Committed, Placement, PlacementError};
+
+use crate::membership::{Member, Membership};
+use crate::replica::{Replica, ReplicaRefusal};
+use crate::session::{RoutingToken, SessionId};
+use crate::transport::{PeerError, PeerTransport};
+
+/// How many peers get a copy of each new version before the reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replicas {
+    /// This many (k); the cluster needs k + 1 nodes up to reply.
+    Count(usize),
+    /// Every other member: the seeds' grapevine mode, where every node keeps every
+    /// session.
+    All,
+}
+
+/// What a node does when fewer than k peers acknowledged a copy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Shortfall {
+    /// Refuse the call with `not-replicated` (the default): the client is never told a
+    /// change was made that fewer than k + 1 nodes hold. The peers that did take the
+    /// copy keep it, so a retry may find the change made (the call's retry advice says
+    /// it may have run).
+    #[default]
+    Refuse,
+    /// Reply anyway, the token saying how many copies were made
+    /// ([`RoutingToken::is_degraded`]).
+    ReplyDegraded,
+}
+
+/// Settings of a [`ClusterPlacement`].
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// Copies made before each reply (default 1).
+    pub replicas: Replicas,
+    /// When fewer are acknowledged.
+    pub shortfall: Shortfall,
+    /// Whether replies also carry the SCONE (default `false`: the client keeps the
+    /// token only).
+    pub reply_carries_scone: bool,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            replicas: Replicas::Count(1),
+            shortfall: Shortfall::Refuse,
+            reply_carries_scone: false,
+        }
+    }
+}
+
+/// The cluster placement of one node: plug it into the server layer with
+/// `SconeLayer::with_placement`, and the same handler's sessions live in the cluster.
+///
+/// **Commit** (each SCONE the node mints, before the reply leaves):
+/// 1. if this node holds a version of the session at least as new, refuse
+///    (`scone-stale`): the request was served from an old version;
+/// 2. copy it to k peers at once, chosen in this order: the secondaries the request's
+///    token named (they hold the version before), then members of other zones than
+///    this node's, then the rest, each group in an order fixed per session (rendezvous
+///    hashing); a peer that fails is replaced by the next candidate;
+/// 3. a peer that holds a newer version refuses the copy: then this node was behind,
+///    and the call is refused (`scone-stale`);
+/// 4. fewer than k acknowledgements: see [`Shortfall`];
+/// 5. keep it on this node, and answer with the routing token: this node as primary,
+///    the peers that acknowledged as secondaries.
+///
+/// **Load** (a request that carries a token and no SCONE): this node's copy if it is at
+/// least the token's version; otherwise the newest copy, at least that version, from the
+/// owners the token names that are still members, and failing those from every other
+/// member (the seeds' broadcast). What peers send is verified and kept here, and this
+/// node serves as the new primary. No copy that new anywhere: `session-unavailable`,
+/// never an older state.
+pub struct ClusterPlacement<T, M> {
+    inner: Arc<Inner<T, M>>,
+}
+
+struct Inner<T, M> {
+    /// This node.
+    me: Member,
+    /// This node's sessions, and how copies are checked.
+    replica: Replica,
+    /// Calls to peers.
+    transport: T,
+    /// Who else is there.
+    membership: M,
+    config: ClusterConfig,
+}
+
+impl<T, M> Clone for ClusterPlacement<T, M> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<T, M> std::fmt::Debug for ClusterPlacement<T, M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterPlacement")
+            .field("me", &self.inner.me)
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: PeerTransport, M: Membership> ClusterPlacement<T, M> {
+    /// The placement of node `me`, keeping sessions through `replica` (its store),
+    /// reaching peers over `transport`.
+    pub fn new(
+        me: Member,
+        replica: Replica,
+        transport: T,
+        membership: M,
+        config: ClusterConfig,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                me,
+                replica,
+                transport,
+                membership,
+                config,
+            }),
+        }
+    }
+
+    /// This node's sessions and how it checks copies (serve it to peers).
+    pub fn replica(&self) -> &Replica {
+        &self.inner.replica
+    }
+
+    /// This node.
+    pub fn me(&self) -> &Member {
+        &self.inner.me
+    }
+}
+
+impl<T: PeerTransport, M: Membership> Inner<T, M> {
+    /// The peers to copy `session` to, best first (see [`ClusterPlacement`]).
+    fn candidates(&self, session: &SessionId, token: Option<&RoutingToken>) -> Vec<Member> {
+        let mut others: Vec<Member> = self
+            .membership
+            .members()
+            .into_iter()
+            .filter(|member| member.rpc != self.me.rpc)
+            .collect();
+        let was_secondary =
+            |member: &Member| token.is_some_and(|token| token.secondaries.contains(&member.rpc));
+        let same_zone = |member: &Member| self.me.zone.is_some() && member.zone == self.me.zone;
+        others.sort_by_key(|member| {
+            (
+                !was_secondary(member),
+                same_zone(member),
+                rendezvous(session, member.rpc),
+            )
+        });
+        others
+    }
+
+    /// Copies `encoded` to `wanted` of `candidates`, replacing those that fail; the
+    /// client addresses of those that acknowledged.
+    async fn replicate(
+        &self,
+        encoded: &[u8],
+        candidates: &[Member],
+        wanted: usize,
+    ) -> Result<Vec<SocketAddr>, PlacementError> {
+        let mut acknowledged = Vec::with_capacity(wanted);
+        let mut next = 0;
+        while acknowledged.len() < wanted && next < candidates.len() {
+            let batch =
+                &candidates[next..(next + wanted - acknowledged.len()).min(candidates.len())];
+            next += batch.len();
+            let calls = batch
+                .iter()
+                .map(|member| self.transport.replicate(member.peer, encoded.to_vec()));
+            for (member, result) in batch.iter().zip(join_all(calls).await) {
+                match result {
+                    Ok(()) => acknowledged.push(member.rpc),
+                    Err(PeerError::Refused {
+                        refusal: ReplicaRefusal::Stale,
+                        ..
+                    }) => {
+                        return Err(PlacementError::Superseded(format!(
+                            "node {} holds a newer version",
+                            member.rpc
+                        )));
+                    }
+                    Err(error) => {
+                        tracing::warn!(me = %self.me.rpc, %error, "a peer did not take a copy");
+                    }
+                }
+            }
+        }
+        Ok(acknowledged)
+    }
+
+    /// The newest copy of `session`, at least version `at_least`, that `from` hold and
+    /// that verifies.
+    async fn fetch_newest(
+        &self,
+        from: &[Member],
+        session: &SessionId,
+        at_least: u64,
+    ) -> Option<Scone> {
+        let calls = from
+            .iter()
+            .map(|member| self.transport.fetch(member.peer, session.clone()));
+        join_all(calls)
+            .await
+            .into_iter()
+            .filter_map(|answer| match answer {
+                Ok(found) => found,
+                Err(error) => {
+                    tracing::debug!(me = %self.me.rpc, %error, "a peer did not answer a fetch");
+                    None
+                }
+            })
+            .filter_map(|bytes| self.replica.verified(bytes))
+            .filter(|scone| &SessionId::of(scone) == session && scone.version() >= at_least)
+            .max_by_key(Scone::version)
+    }
+}
+
+impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
+    async fn load(
+        &self,
+        service: &ServiceId,
+        token: &[u8],
+    ) -> Result<Option<Scone>, PlacementError> {
+        let inner = &*self.inner;
+        let token = RoutingToken::decode(token)
+            .map_err(|error| PlacementError::BadToken(error.to_string()))?;
+        if &token.session.service != service {
+            let detail = format!("the token is for {}", token.session.service);
+            return Err(PlacementError::BadToken(detail));
+        }
+        let session = &token.session;
+        if let Some(held) = inner.replica.store().get(session) {
+            if held.version() >= token.version {
+                return Ok(Some(held));
+            }
+        }
+        // The owners the token names first, then everyone else.
+        let members = inner.membership.members();
+        let (owners, rest): (Vec<Member>, Vec<Member>) = members
+            .into_iter()
+            .filter(|member| member.rpc != inner.me.rpc)
+            .partition(|member| token.owners().any(|owner| owner == member.rpc));
+        let mut found = inner.fetch_newest(&owners, session, token.version).await;
+        if found.is_none() {
+            tracing::debug!(me = %inner.me.rpc, "the owners do not have the session: asking every member");
+            found = inner.fetch_newest(&rest, session, token.version).await;
+        }
+        let Some(scone) = found else {
+            return Err(PlacementError::Unavailable(format!(
+                "no live node holds version {} of the session",
+                token.version
+            )));
+        };
+        // Kept here too: this node now serves the session. Another node may have kept
+        // a newer one meanwhile; then the commit finds out.
+        let _ = inner.replica.keep(scone.clone());
+        tracing::debug!(me = %inner.me.rpc, version = scone.version(), "fetched a session from a peer");
+        Ok(Some(scone))
+    }
+
+    async fn commit(&self, commit: Commit<'_>) -> Result<Committed, PlacementError> {
+        let inner = &*self.inner;
+        let minted = commit.minted;
+        let session = SessionId::of(minted);
+        if let Some(held) = inner.replica.store().version(&session) {
+            if held >= minted.version() {
+                return Err(PlacementError::Superseded(format!(
+                    "this node holds version {held}, the request was served from an older one"
+                )));
+            }
+        }
+        let token_in = commit
+            .token
+            .and_then(|bytes| RoutingToken::decode(bytes).ok())
+            .filter(|token| token.session == session);
+        let candidates = inner.candidates(&session, token_in.as_ref());
+        let wanted = match inner.config.replicas {
+            Replicas::Count(count) => count,
+            Replicas::All => candidates.len(),
+        };
+        let acknowledged = inner
+            .replicate(minted.encoded(), &candidates, wanted)
+            .await?;
+        if acknowledged.len() < wanted && inner.config.shortfall == Shortfall::Refuse {
+            return Err(PlacementError::NotReplicated {
+                acknowledged: acknowledged.len(),
+                required: wanted,
+            });
+        }
+        // Kept here last: a refused commit leaves this node as it was.
+        match inner.replica.keep(minted.clone()) {
+            Ok(()) => {}
+            Err(ReplicaRefusal::Full) => {
+                return Err(PlacementError::Full(format!("node {}", inner.me.rpc)));
+            }
+            Err(refusal) => return Err(PlacementError::Superseded(refusal.to_string())),
+        }
+        let token = RoutingToken {
+            session,
+            version: minted.version(),
+            primary: inner.me.rpc,
+            secondaries: acknowledged,
+            required: u16::try_from(wanted).unwrap_or(u16::MAX),
+        };
+        Ok(Committed::held(
+            token.encode(),
+            inner.config.reply_carries_scone,
+        ))
+    }
+}
+
+/// The rank of `node` for `session`: a stable order of nodes per session that spreads
+/// sessions over nodes.
+fn rendezvous(session: &SessionId, node: SocketAddr) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    session.hash(&mut hasher);
+    node.hash(&mut hasher);
+    hasher.finish()
+}

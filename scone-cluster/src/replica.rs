@@ -1,0 +1,93 @@
+//! The receiving side of replication: what a node does with a copy a peer sends, and
+//! with a peer's question about a session. The same for every transport.
+
+use std::sync::Arc;
+
+use scone::{KeyRing, Scone, Verifier, VerifierConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::session::SessionId;
+use crate::store::{SessionStore, Stored};
+
+/// Why a node did not keep a copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplicaRefusal {
+    /// It does not decode, or does not verify under the keys trusted for its service: a
+    /// process outside the cluster cannot plant state.
+    #[error("the copy does not verify under the keys trusted for its service")]
+    Untrusted,
+    /// The node holds a newer version of the session, or another SCONE of this version:
+    /// a stale or forked primary cannot overwrite state.
+    #[error("the node holds a newer version of the session")]
+    Stale,
+    /// It has expired.
+    #[error("the copy has expired")]
+    Expired,
+    /// The node is at its bound of sessions.
+    #[error("the node holds as many sessions as it may")]
+    Full,
+}
+
+/// Checks and keeps what peers send. Cloning shares it.
+#[derive(Clone, Debug)]
+pub struct Replica {
+    store: SessionStore,
+    verifier: Arc<Verifier>,
+    max_scone_bytes: usize,
+}
+
+impl Replica {
+    /// Keeps copies in `store` that verify under `keys` (bound to their services, as
+    /// `KeyRing::for_service` makes them).
+    pub fn new(store: SessionStore, keys: KeyRing) -> Self {
+        let config = VerifierConfig::default();
+        Self {
+            store,
+            max_scone_bytes: config.max_scone_bytes,
+            verifier: Arc::new(Verifier::new(keys).with_config(config)),
+        }
+    }
+
+    /// The store it keeps copies in.
+    pub fn store(&self) -> &SessionStore {
+        &self.store
+    }
+
+    /// `bytes` as a SCONE that verifies, or `None`.
+    pub fn verified(&self, bytes: Vec<u8>) -> Option<Scone> {
+        let scone = Scone::decode_with_limit(bytes, self.max_scone_bytes).ok()?;
+        self.verifier.verify(&scone).ok()?;
+        Some(scone)
+    }
+
+    /// Keeps the copy `bytes` if it verifies and is newer than what is held. A copy of
+    /// the very version held counts as kept (a retried copy).
+    pub fn accept(&self, bytes: Vec<u8>) -> Result<(), ReplicaRefusal> {
+        let scone = self.verified(bytes).ok_or(ReplicaRefusal::Untrusted)?;
+        self.keep(scone)
+    }
+
+    /// Keeps `scone`, already verified, if it is newer than what is held.
+    pub fn keep(&self, scone: Scone) -> Result<(), ReplicaRefusal> {
+        match self.store.put(scone) {
+            Stored::Kept | Stored::Same => Ok(()),
+            Stored::Stale => Err(ReplicaRefusal::Stale),
+            Stored::Expired => Err(ReplicaRefusal::Expired),
+            Stored::Full => Err(ReplicaRefusal::Full),
+        }
+    }
+
+    /// The encoded SCONE held for `session`, if any: answered from this node's store
+    /// only, never passed on.
+    pub fn fetch(&self, session: &SessionId) -> Option<Vec<u8>> {
+        self.store
+            .get(session)
+            .map(|scone| scone.encoded().to_vec())
+    }
+
+    /// Drops `session` (deleted on its primary).
+    pub fn delete(&self, session: &SessionId) -> bool {
+        self.store.remove(session)
+    }
+}

@@ -1,0 +1,125 @@
+//! Sessions and the routing token that names where one lives.
+
+use std::net::SocketAddr;
+
+use scone::{EndpointId, ObjectId, Scone, ServiceId};
+use serde::{Deserialize, Serialize};
+
+/// One session's identity: what every version of its SCONE keeps unchanged.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SessionId {
+    /// The service the state belongs to.
+    pub service: ServiceId,
+    /// The client session.
+    pub endpoint: EndpointId,
+    /// The server object within the session.
+    pub object: ObjectId,
+}
+
+impl SessionId {
+    /// The session `scone` is a version of.
+    pub fn of(scone: &Scone) -> Self {
+        Self {
+            service: scone.service().clone(),
+            endpoint: scone.endpoint(),
+            object: scone.object(),
+        }
+    }
+}
+
+/// What a reply tells the client instead of handing it the state (the envelope's
+/// `token`): which session, which version, and which nodes hold it (seed 003's token:
+/// the primary that served it and the secondaries that acknowledged a copy).
+///
+/// The client sends it back with its next request, to the primary; if the primary does
+/// not answer, to a secondary, which then serves as the new primary. It carries no
+/// state and no secret: a node serves only the SCONE its cluster holds for the session,
+/// verified, and at least as new as the token's version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutingToken {
+    /// The session.
+    pub session: SessionId,
+    /// The version the reply was made from: a node never serves an older one.
+    pub version: u64,
+    /// The node that served the request (its client address).
+    pub primary: SocketAddr,
+    /// The nodes that acknowledged a copy before the reply (their client addresses).
+    pub secondaries: Vec<SocketAddr>,
+    /// Copies the cluster asks for; fewer `secondaries` means the reply went out with
+    /// degraded durability (only when the cluster is set to reply anyway).
+    pub required: u16,
+}
+
+/// The first byte of an encoded token: its format.
+const TOKEN_FORMAT: u8 = 1;
+
+/// Why bytes are not a routing token.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// Empty, or a format this build does not read.
+    #[error("not a routing token of format {TOKEN_FORMAT}")]
+    Format,
+    /// The body does not decode.
+    #[error("the routing token does not decode")]
+    Decode(#[source] postcard::Error),
+}
+
+impl RoutingToken {
+    /// The token's bytes: a format byte, then postcard.
+    pub fn encode(&self) -> Box<[u8]> {
+        let mut bytes = vec![TOKEN_FORMAT];
+        // Encoding plain data into a Vec cannot fail.
+        bytes = postcard::to_extend(self, bytes).unwrap_or_else(|_| vec![TOKEN_FORMAT]);
+        bytes.into_boxed_slice()
+    }
+
+    /// The token `bytes` encode.
+    pub fn decode(bytes: &[u8]) -> Result<Self, TokenError> {
+        match bytes.split_first() {
+            Some((&TOKEN_FORMAT, body)) => postcard::from_bytes(body).map_err(TokenError::Decode),
+            _ => Err(TokenError::Format),
+        }
+    }
+
+    /// Whether fewer nodes than required acknowledged a copy.
+    pub fn is_degraded(&self) -> bool {
+        self.secondaries.len() < usize::from(self.required)
+    }
+
+    /// The nodes that hold the session, primary first.
+    pub fn owners(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        std::iter::once(self.primary).chain(self.secondaries.iter().copied())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_round_trips_and_garbage_is_a_typed_error() {
+        let token = RoutingToken {
+            session: SessionId {
+                service: ServiceId::new("cart").unwrap(),
+                endpoint: EndpointId::from_bytes([3; 16]),
+                object: ObjectId(0),
+            },
+            version: 7,
+            primary: "127.0.0.1:7001".parse().unwrap(),
+            secondaries: vec!["127.0.0.1:7002".parse().unwrap()],
+            required: 1,
+        };
+        assert_eq!(RoutingToken::decode(&token.encode()).unwrap(), token);
+        assert!(!token.is_degraded());
+        assert!(matches!(RoutingToken::decode(&[]), Err(TokenError::Format)));
+        assert!(matches!(
+            RoutingToken::decode(&[9, 1]),
+            Err(TokenError::Format)
+        ));
+        assert!(matches!(
+            RoutingToken::decode(&[TOKEN_FORMAT, 0xff]),
+            Err(TokenError::Decode(_))
+        ));
+    }
+}

@@ -1,0 +1,59 @@
+//! How nodes reach each other: the [`PeerTransport`] seam, over TCP for real
+//! ([`tcp`]) and in memory for tests ([`memory`]: links that drop, delay, cut, and
+//! acknowledgements held back).
+
+pub mod memory;
+pub mod tcp;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use crate::replica::ReplicaRefusal;
+use crate::session::SessionId;
+
+/// Why a call to a peer failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PeerError {
+    /// The peer could not be reached, or the link failed or timed out on the way.
+    #[error("peer {peer} unreachable: {reason}")]
+    Unreachable {
+        /// The peer's address.
+        peer: SocketAddr,
+        /// What happened.
+        reason: String,
+    },
+    /// The peer answered, refusing.
+    #[error("peer {peer} refused: {refusal}")]
+    Refused {
+        /// The peer's address.
+        peer: SocketAddr,
+        /// Why.
+        refusal: ReplicaRefusal,
+    },
+}
+
+/// Calls to peers, by their peer address. Every call is bounded by the transport's
+/// own timeout.
+pub trait PeerTransport: Send + Sync + 'static {
+    /// Asks `peer` to keep `scone` (encoded); `Ok` once it has.
+    fn replicate(
+        &self,
+        peer: SocketAddr,
+        scone: Vec<u8>,
+    ) -> impl Future<Output = Result<(), PeerError>> + Send;
+
+    /// The SCONE `peer` holds for `session` (encoded, unverified), if any.
+    fn fetch(
+        &self,
+        peer: SocketAddr,
+        session: SessionId,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, PeerError>> + Send;
+
+    /// Asks `peer` to drop `session`; `Ok(held)` says whether it held it.
+    fn delete(
+        &self,
+        peer: SocketAddr,
+        session: SessionId,
+    ) -> impl Future<Output = Result<bool, PeerError>> + Send;
+}

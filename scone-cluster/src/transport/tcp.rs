@@ -1,0 +1,225 @@
+//! Peers over TCP: a small tarpc service (`scone-rpc`'s postcard framing) that a node
+//! serves with [`serve_peers`], and [`TcpTransport`], which calls it.
+//!
+//! Copies and fetches carry SCONEs, which peers verify under the service's keys, so a
+//! stranger can neither plant nor roll back state; a stranger who guesses a session's
+//! 128-bit endpoint ID can read its SCONE (which its client can read anyway, unless the
+//! state is sealed). Run the peer port on the cluster's private network.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use scone_rpc::codec::{Transport, DEFAULT_MAX_FRAME_BYTES};
+use tarpc::server::{BaseChannel, Channel};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, mpsc, Semaphore};
+
+use super::{PeerError, PeerTransport};
+use crate::replica::{Replica, ReplicaRefusal};
+use crate::session::SessionId;
+
+/// The calls between nodes.
+#[tarpc::service]
+pub(crate) trait Peer {
+    /// Keeps `scone` (encoded) if it verifies and is newer than what is held.
+    async fn replicate(scone: Vec<u8>) -> Result<(), ReplicaRefusal>;
+    /// The SCONE held for `session`, encoded, from this node's store only.
+    async fn fetch(session: SessionId) -> Option<Vec<u8>>;
+    /// Drops `session`; whether it was held.
+    async fn delete(session: SessionId) -> bool;
+}
+
+/// Answers peers from a node's [`Replica`].
+#[derive(Clone)]
+struct PeerServer(Replica);
+
+impl Peer for PeerServer {
+    async fn replicate(
+        self,
+        _: tarpc::context::Context,
+        scone: Vec<u8>,
+    ) -> Result<(), ReplicaRefusal> {
+        self.0.accept(scone)
+    }
+
+    async fn fetch(self, _: tarpc::context::Context, session: SessionId) -> Option<Vec<u8>> {
+        self.0.fetch(&session)
+    }
+
+    async fn delete(self, _: tarpc::context::Context, session: SessionId) -> bool {
+        self.0.delete(&session)
+    }
+}
+
+/// Most peer connections served at once.
+const MAX_PEER_CONNECTIONS: usize = 256;
+
+/// Serves `replica` to peers on `listener` until `shutdown` completes; then closes the
+/// peer connections and returns once their handlers have stopped.
+pub async fn serve_peers(
+    listener: TcpListener,
+    replica: Replica,
+    shutdown: impl Future,
+) -> io::Result<()> {
+    let permits = Arc::new(Semaphore::new(MAX_PEER_CONNECTIONS));
+    let (stop_tx, _) = broadcast::channel::<()>(1);
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&permits).acquire_owned() => permit.map_err(io::Error::other)?,
+            _ = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "peer accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let (server, mut stop, done) = (
+            PeerServer(replica.clone()),
+            stop_tx.subscribe(),
+            done_tx.clone(),
+        );
+        tokio::spawn(async move {
+            let transport = Transport::new(stream, DEFAULT_MAX_FRAME_BYTES);
+            let requests = BaseChannel::with_defaults(transport)
+                .execute(server.serve())
+                .for_each(|request| {
+                    tokio::spawn(request);
+                    std::future::ready(())
+                });
+            tokio::select! {
+                () = requests => tracing::debug!(%peer, "peer connection closed"),
+                _ = stop.recv() => {}
+            }
+            drop((permit, done));
+        });
+    }
+    drop(stop_tx);
+    drop(done_tx);
+    let _ = done_rx.recv().await;
+    Ok(())
+}
+
+/// Calls to peers over TCP: one connection per peer, opened on first use and again
+/// after it fails; every connect and call bounded by a timeout. Cloning shares it.
+#[derive(Clone, Debug)]
+pub struct TcpTransport {
+    /// Each peer's link, behind its own lock: a connect to a dead peer holds up only
+    /// calls to that peer.
+    links: Arc<std::sync::Mutex<HashMap<SocketAddr, Link>>>,
+    timeout: Duration,
+}
+
+/// One peer's link, if open; locked while connecting.
+type Link = Arc<tokio::sync::Mutex<Option<PeerClient>>>;
+
+impl TcpTransport {
+    /// A transport whose connects and calls give up after `timeout` each.
+    pub fn new(timeout: Duration) -> Self {
+        Self {
+            links: Arc::default(),
+            timeout,
+        }
+    }
+
+    fn unreachable(peer: SocketAddr, reason: impl ToString) -> PeerError {
+        PeerError::Unreachable {
+            peer,
+            reason: reason.to_string(),
+        }
+    }
+
+    /// The lock of `peer`'s link.
+    fn slot(&self, peer: SocketAddr) -> Link {
+        let mut links = self
+            .links
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Arc::clone(links.entry(peer).or_default())
+    }
+
+    /// The open link to `peer`, or a new one.
+    async fn link(&self, peer: SocketAddr) -> Result<PeerClient, PeerError> {
+        let slot = self.slot(peer);
+        let mut held = slot.lock().await;
+        if let Some(link) = &*held {
+            return Ok(link.clone());
+        }
+        let stream = tokio::time::timeout(self.timeout, TcpStream::connect(peer))
+            .await
+            .map_err(|_| Self::unreachable(peer, "connect timed out"))?
+            .map_err(|error| Self::unreachable(peer, error))?;
+        let _ = stream.set_nodelay(true);
+        let transport = Transport::new(stream, DEFAULT_MAX_FRAME_BYTES);
+        let link = PeerClient::new(tarpc::client::Config::default(), transport).spawn();
+        *held = Some(link.clone());
+        Ok(link)
+    }
+
+    fn context(&self) -> tarpc::context::Context {
+        let mut ctx = tarpc::context::current();
+        ctx.deadline = std::time::Instant::now() + self.timeout;
+        ctx
+    }
+
+    /// Runs `call` on `peer`'s link; a link that fails is dropped, to be opened anew.
+    async fn call<R, F, Fut>(&self, peer: SocketAddr, call: F) -> Result<R, PeerError>
+    where
+        F: FnOnce(PeerClient, tarpc::context::Context) -> Fut,
+        Fut: Future<Output = Result<R, tarpc::client::RpcError>>,
+    {
+        let link = self.link(peer).await?;
+        match call(link, self.context()).await {
+            Ok(answer) => Ok(answer),
+            Err(error) => {
+                *self.slot(peer).lock().await = None;
+                Err(Self::unreachable(peer, error))
+            }
+        }
+    }
+}
+
+impl PeerTransport for TcpTransport {
+    async fn replicate(&self, peer: SocketAddr, scone: Vec<u8>) -> Result<(), PeerError> {
+        let answer = self
+            .call(
+                peer,
+                |link, ctx| async move { link.replicate(ctx, scone).await },
+            )
+            .await?;
+        answer.map_err(|refusal| PeerError::Refused { peer, refusal })
+    }
+
+    async fn fetch(
+        &self,
+        peer: SocketAddr,
+        session: SessionId,
+    ) -> Result<Option<Vec<u8>>, PeerError> {
+        self.call(
+            peer,
+            |link, ctx| async move { link.fetch(ctx, session).await },
+        )
+        .await
+    }
+
+    async fn delete(&self, peer: SocketAddr, session: SessionId) -> Result<bool, PeerError> {
+        self.call(
+            peer,
+            |link, ctx| async move { link.delete(ctx, session).await },
+        )
+        .await
+    }
+}

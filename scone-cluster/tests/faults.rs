@@ -1,0 +1,146 @@
+//! Fault scenarios on the in-memory twin of the peer network, deterministic: a reply
+//! that waits for its acknowledgement, a cut link replaced by another peer, a lost
+//! message that times out. Clients still call over TCP.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use examples::cart::{self, CartState};
+use scone::{KeyRing, SigningKey};
+use scone_cluster::transport::memory::MemoryNetwork;
+use scone_cluster::{
+    ClusterConfig, ClusterPlacement, Member, Replica, SessionStore, StaticMembership,
+};
+use scone_rpc::envelope::RefusalKind;
+use scone_rpc::SconeLayer;
+use tokio::sync::oneshot;
+
+/// A node's replica, for `key`'s cart.
+fn replica(key: &SigningKey) -> Replica {
+    let keys = KeyRing::for_service(cart::service_id().unwrap(), [key.public_key()]).unwrap();
+    Replica::new(SessionStore::new(1_000), keys)
+}
+
+fn member(port: u16) -> Member {
+    let addr = |port| SocketAddr::from(([127, 0, 0, 1], port));
+    Member {
+        rpc: addr(port),
+        peer: addr(port + 1000),
+        zone: None,
+    }
+}
+
+/// Node A serving carts over TCP, its peers over `network`; the other members are only
+/// replicas on the network. Returns A's client address and its stop handle.
+async fn serve_a(
+    key: &SigningKey,
+    network: &MemoryNetwork,
+    others: &[Member],
+    timeout: Duration,
+) -> (SocketAddr, oneshot::Sender<()>, Replica) {
+    let listener = loopback().await;
+    let me = Member {
+        rpc: listener.local_addr().unwrap(),
+        peer: "127.0.0.1:1".parse().unwrap(),
+        zone: None,
+    };
+    let mut members = vec![me.clone()];
+    members.extend(others.iter().cloned());
+    let a = replica(key);
+    let placement = ClusterPlacement::new(
+        me.clone(),
+        a.clone(),
+        network.transport(timeout),
+        StaticMembership::new(members),
+        ClusterConfig::default(),
+    );
+    let layer = SconeLayer::for_state::<CartState>(key.clone())
+        .unwrap()
+        .with_placement(placement);
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    tokio::spawn(async move { cart::serve_with(listener, &layer, "a", stop_rx).await });
+    (me.rpc, stop_tx, a)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reply_waits_for_the_acknowledgement() {
+    let key = SigningKey::generate().unwrap();
+    let network = MemoryNetwork::new();
+    let b = member(20_001);
+    let b_replica = replica(&key);
+    network.join(b.peer, b_replica.clone());
+    let (a, stop, _) = serve_a(&key, &network, std::slice::from_ref(&b), LIMIT).await;
+    let gate = network.hold_acks(b.peer);
+
+    let call = tokio::spawn(async move {
+        let mut client = TokenClient::new();
+        let view = client.add(a, "apple", 1).await;
+        (view, client)
+    });
+    // B keeps the copy at once; the reply must still be waiting for B's answer.
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while b_replica.store().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the copy never reached B"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!call.is_finished(), "the reply left before B acknowledged");
+
+    gate.release(1);
+    let (view, client) = bounded(call).await.unwrap();
+    assert_eq!(items(&view.unwrap()), [("apple", 1)]);
+    assert_eq!(client.routing().secondaries, [b.rpc]);
+    let _ = stop.send(());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_link_is_replaced_by_another_peer_and_a_lost_message_times_out() {
+    let key = SigningKey::generate().unwrap();
+    let network = MemoryNetwork::new();
+    let (b, c) = (member(20_011), member(20_021));
+    let (b_replica, c_replica) = (replica(&key), replica(&key));
+    network.join(b.peer, b_replica.clone());
+    network.join(c.peer, c_replica.clone());
+    let (a, stop, _) = serve_a(
+        &key,
+        &network,
+        &[b.clone(), c.clone()],
+        Duration::from_millis(300),
+    )
+    .await;
+
+    network.cut(b.peer);
+    network.cut(c.peer);
+    let mut client = TokenClient::new();
+    let refusal = client.add(a, "apple", 1).await.unwrap_err();
+    assert_eq!(refusal.kind, RefusalKind::NotReplicated, "both links cut");
+
+    network.heal(c.peer);
+    client.add(a, "apple", 1).await.unwrap();
+    assert_eq!(
+        client.routing().secondaries,
+        [c.rpc],
+        "B's link is still cut"
+    );
+    assert!(b_replica.store().is_empty());
+
+    // C's next message is lost (and B is still cut): the call waits out the timeout,
+    // then is refused; C never saw that version.
+    network.drop_next(c.peer, 1);
+    let before = c_replica.store().version(&client.routing().session);
+    let refusal = client.add(a, "pear", 1).await.unwrap_err();
+    assert_eq!(refusal.kind, RefusalKind::NotReplicated);
+    assert_eq!(c_replica.store().version(&client.routing().session), before);
+
+    // Healed: the session goes on from the last acknowledged state.
+    network.heal(b.peer);
+    let view = client.add(a, "plum", 1).await.unwrap();
+    assert_eq!(items(&view), [("apple", 1), ("plum", 1)]);
+    let _ = stop.send(());
+}

@@ -1,0 +1,302 @@
+//! A cluster of cart nodes over TCP on 127.0.0.1: each reply's state is on a peer
+//! before the reply; failover through the secondary; a node that holds nothing fetches
+//! from the owners, or from everyone; stale and forged copies are refused; too few
+//! peers is a typed error.
+
+mod common;
+
+use common::*;
+use examples::cart;
+use scone::{Draft, EndpointId, Minter, RejectReason, SigningKey};
+use scone_cluster::{
+    ClusterConfig, PeerError, PeerTransport, ReplicaRefusal, RoutingToken, Shortfall,
+    StaticMembership, TcpTransport,
+};
+use scone_rpc::envelope::RefusalKind;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_comes_back_only_with_its_state_on_a_peer() {
+    let key = SigningKey::generate().unwrap();
+    let nodes = cluster(3, &key, ClusterConfig::default()).await;
+    let mut client = TokenClient::new();
+
+    let view = client.add(nodes[0].member.rpc, "apple", 2).await.unwrap();
+    assert_eq!(items(&view), [("apple", 2)]);
+    let token = client.routing();
+    assert_eq!(token.primary, nodes[0].member.rpc);
+    assert_eq!(token.secondaries.len(), 1);
+    assert!(!token.is_degraded());
+    // At the moment the reply arrived, the secondary held that very version.
+    let secondary = nodes
+        .iter()
+        .find(|node| node.member.rpc == token.secondaries[0])
+        .unwrap();
+    assert_eq!(
+        secondary.replica.store().version(&token.session),
+        Some(token.version)
+    );
+    assert_eq!(
+        nodes[0].replica.store().version(&token.session),
+        Some(token.version)
+    );
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_secondary_takes_over_when_the_primary_is_gone() {
+    let key = SigningKey::generate().unwrap();
+    let mut nodes = cluster(3, &key, ClusterConfig::default()).await;
+    let mut client = TokenClient::new();
+    client.add(nodes[0].member.rpc, "apple", 2).await.unwrap();
+    let first = client.routing();
+
+    // The primary goes away; the client calls the secondary its token names.
+    let primary = nodes.remove(0);
+    primary.stop().await;
+    let secondary = first.secondaries[0];
+    let view = client.add(secondary, "pear", 1).await.unwrap();
+    assert_eq!(items(&view), [("apple", 2), ("pear", 1)]);
+
+    // It served as the new primary and copied the new version to the one live peer.
+    let second = client.routing();
+    assert_eq!(second.primary, secondary);
+    assert!(second.version > first.version);
+    let survivor = nodes
+        .iter()
+        .find(|node| node.member.rpc != secondary)
+        .unwrap();
+    assert_eq!(second.secondaries, [survivor.member.rpc]);
+    assert_eq!(
+        survivor.replica.store().version(&second.session),
+        Some(second.version)
+    );
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_holds_nothing_fetches_from_the_owners() {
+    let key = SigningKey::generate().unwrap();
+    let nodes = cluster(3, &key, ClusterConfig::default()).await;
+    let mut client = TokenClient::new();
+    client.add(nodes[0].member.rpc, "apple", 2).await.unwrap();
+    let token = client.routing();
+    let outsider = nodes
+        .iter()
+        .find(|node| {
+            node.member.rpc != token.primary && !token.secondaries.contains(&node.member.rpc)
+        })
+        .unwrap();
+    assert_eq!(outsider.replica.store().version(&token.session), None);
+
+    let view = client.view(outsider.member.rpc).await.unwrap();
+    assert_eq!(items(&view), [("apple", 2)]);
+    assert_eq!(
+        outsider.replica.store().version(&token.session),
+        Some(token.version),
+        "kept what it fetched"
+    );
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_owners_named_are_gone_a_node_asks_every_member() {
+    let key = SigningKey::generate().unwrap();
+    let nodes = cluster(3, &key, ClusterConfig::default()).await;
+    let mut client = TokenClient::new();
+    client.add(nodes[0].member.rpc, "apple", 2).await.unwrap();
+    let token = client.routing();
+    let outsider = nodes
+        .iter()
+        .find(|node| {
+            node.member.rpc != token.primary && !token.secondaries.contains(&node.member.rpc)
+        })
+        .unwrap();
+
+    // A token naming owners that are not members (say, nodes that left): the node
+    // asks everyone it knows.
+    let nowhere = RoutingToken {
+        primary: "127.0.0.1:9".parse().unwrap(),
+        secondaries: vec!["127.0.0.1:10".parse().unwrap()],
+        ..token.clone()
+    };
+    client.token = Some(nowhere.encode());
+    let view = client.view(outsider.member.rpc).await.unwrap();
+    assert_eq!(items(&view), [("apple", 2)]);
+
+    // A version no node holds: refused, never an older state.
+    let future = RoutingToken {
+        version: token.version + 10,
+        ..token
+    };
+    client.token = Some(future.encode());
+    let refusal = client.view(outsider.member.rpc).await.unwrap_err();
+    assert_eq!(refusal.kind, RefusalKind::SessionUnavailable);
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_refuse_forged_and_older_copies() {
+    let key = SigningKey::generate().unwrap();
+    let nodes = cluster(2, &key, ClusterConfig::default()).await;
+    let peer = nodes[1].member.peer;
+    let transport = TcpTransport::new(std::time::Duration::from_secs(2));
+    let draft = |version| {
+        Draft::new(cart::service_id().unwrap(), EndpointId::from_bytes([8; 16]))
+            .with_version(version)
+    };
+
+    let forged = Minter::new(SigningKey::generate().unwrap())
+        .mint(draft(5))
+        .unwrap();
+    let planted = bounded(transport.replicate(peer, forged.encoded().to_vec())).await;
+    assert!(
+        matches!(
+            planted,
+            Err(PeerError::Refused {
+                refusal: ReplicaRefusal::Untrusted,
+                ..
+            })
+        ),
+        "{planted:?}"
+    );
+    let garbage = bounded(transport.replicate(peer, vec![1, 2, 3])).await;
+    assert!(matches!(
+        garbage,
+        Err(PeerError::Refused {
+            refusal: ReplicaRefusal::Untrusted,
+            ..
+        })
+    ));
+
+    let minter = Minter::new(key.clone());
+    let newer = minter.mint(draft(5)).unwrap();
+    let older = minter.mint(draft(4)).unwrap();
+    bounded(transport.replicate(peer, newer.encoded().to_vec()))
+        .await
+        .unwrap();
+    let rolled_back = bounded(transport.replicate(peer, older.encoded().to_vec())).await;
+    assert!(matches!(
+        rolled_back,
+        Err(PeerError::Refused {
+            refusal: ReplicaRefusal::Stale,
+            ..
+        })
+    ));
+    // The same version again (a retried copy) is fine; another SCONE of that version
+    // (a forked primary) is not.
+    bounded(transport.replicate(peer, newer.encoded().to_vec()))
+        .await
+        .unwrap();
+    let fork = minter.mint(draft(5).with_state(b"other".to_vec())).unwrap();
+    let forked = bounded(transport.replicate(peer, fork.encoded().to_vec())).await;
+    assert!(matches!(
+        forked,
+        Err(PeerError::Refused {
+            refusal: ReplicaRefusal::Stale,
+            ..
+        })
+    ));
+    let session = scone_cluster::SessionId::of(&newer);
+    assert_eq!(nodes[1].replica.store().version(&session), Some(5));
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_served_from_an_old_version_is_refused_as_stale() {
+    let key = SigningKey::generate().unwrap();
+    let nodes = cluster(2, &key, ClusterConfig::default()).await;
+    let mut client = TokenClient::new();
+    client.add(nodes[0].member.rpc, "apple", 1).await.unwrap();
+    let old = client.token.clone();
+    client.add(nodes[0].member.rpc, "apple", 1).await.unwrap();
+
+    // The old token again: the node holds a newer version and serves that one, so the
+    // change lands on the newest state, never on the old one.
+    client.token = old;
+    let view = client.add(nodes[0].member.rpc, "apple", 1).await.unwrap();
+    assert_eq!(items(&view), [("apple", 3)]);
+
+    // A client that carries its old SCONE itself (client-held style) is served from it,
+    // and the commit finds the newer version held: refused, nothing rolled back.
+    let stale_scone = nodes[0]
+        .replica
+        .store()
+        .get(&client.routing().session)
+        .unwrap();
+    client.add(nodes[0].member.rpc, "apple", 1).await.unwrap();
+    let channel = bounded(scone_rpc::client::connect(nodes[0].member.rpc))
+        .await
+        .unwrap();
+    let store = scone_rpc::SconeStore::default();
+    store.put(stale_scone);
+    let stub = scone_rpc::SconeClient::caching_for::<cart::CartState>(channel, store).unwrap();
+    let carrying = cart::CartClient::from(stub);
+    let error = bounded(carrying.add(tarpc::context::current(), "apple".into(), 1))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        scone_rpc::refusal(&error),
+        Some(RefusalKind::Scone(RejectReason::Stale))
+    );
+    let view = client.view(nodes[0].member.rpc).await.unwrap();
+    assert_eq!(items(&view), [("apple", 4)]);
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_few_peers_is_a_typed_refusal_or_a_degraded_token() {
+    let key = SigningKey::generate().unwrap();
+    let (mut listeners, two) = members(2).await;
+    let membership = StaticMembership::new(two.clone());
+    // Only the first node runs: its one peer is down.
+    let (first, _) = (listeners.remove(0), listeners.remove(0));
+    let node = start_node(
+        first,
+        two[0].clone(),
+        membership,
+        &key,
+        ClusterConfig::default(),
+    );
+    let mut client = TokenClient::new();
+    let refusal = client.add(two[0].rpc, "apple", 1).await.unwrap_err();
+    assert_eq!(refusal.kind, RefusalKind::NotReplicated);
+    assert!(refusal.detail.contains("0 of 1"), "{}", refusal.detail);
+    assert!(client.token.is_none());
+    assert!(
+        node.replica.store().is_empty(),
+        "nothing kept for a refused call"
+    );
+    node.stop().await;
+
+    // Set to reply anyway: the token says the durability is degraded.
+    let (mut listeners, two) = members(2).await;
+    let membership = StaticMembership::new(two.clone());
+    let config = ClusterConfig {
+        shortfall: Shortfall::ReplyDegraded,
+        ..ClusterConfig::default()
+    };
+    let node = start_node(
+        listeners.remove(0),
+        two[0].clone(),
+        membership,
+        &key,
+        config,
+    );
+    let view = client.add(two[0].rpc, "apple", 1).await.unwrap();
+    assert_eq!(items(&view), [("apple", 1)]);
+    assert!(client.routing().is_degraded());
+    assert!(client.routing().secondaries.is_empty());
+    node.stop().await;
+}
