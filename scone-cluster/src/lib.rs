@@ -49,10 +49,13 @@
 //!   older) fetches it from the owners the token names, then from every member, and
 //!   serves as the new primary, copying the next version to new secondaries.
 //!
-//! Not covered yet: membership by gossip (heartbeats, failure detection), the client
-//! that follows tokens and fails over, deltas, batching, locks, delete commands, a
-//! binary, TLS or authentication on peer links (peers verify every SCONE they take,
-//! but the link itself is plain TCP).
+//! **Clients** reach the cluster through a [`ClusterChannel`] under a thin
+//! `SconeClient`: it keeps each session's token, calls the primary, and fails over to
+//! the secondaries, then to any node it knows.
+//!
+//! Not covered yet: membership by gossip (the membership is a fixed list), a node
+//! binary, deltas, batching, locks, delete commands, TLS on peer links (peers verify
+//! every SCONE they take, but the link itself is plain TCP).
 //!
 //! # Layout
 //! - [`session`]: [`SessionId`], [`RoutingToken`].
@@ -62,9 +65,11 @@
 //! - [`transport`]: [`PeerTransport`]; over TCP ([`TcpTransport`], [`serve_peers`]) and
 //!   in memory with faults ([`transport::memory`]).
 //! - [`placement`]: [`ClusterPlacement`], the `Placement` of a cluster node.
+//! - [`client`]: [`ClusterChannel`], the client's way in: token, primary, failover.
 
 #![deny(missing_docs)]
 
+pub mod client;
 pub mod membership;
 pub mod placement;
 pub mod replica;
@@ -72,6 +77,7 @@ pub mod session;
 pub mod store;
 pub mod transport;
 
+pub use crate::client::{ClusterChannel, ClusterClientConfig};
 pub use crate::membership::{Member, Membership, StaticMembership};
 pub use crate::placement::{ClusterConfig, ClusterPlacement, Replicas, Shortfall};
 pub use crate::replica::{Replica, ReplicaRefusal};
