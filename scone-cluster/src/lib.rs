@@ -65,6 +65,7 @@
 //! - [`transport`]: [`PeerTransport`]; over TCP ([`TcpTransport`], [`serve_peers`]) and
 //!   in memory with faults ([`transport::memory`]).
 //! - [`placement`]: [`ClusterPlacement`], the `Placement` of a cluster node.
+//! - [`stats`]: [`ClusterStats`], a node's counters.
 //! - [`client`]: [`ClusterChannel`], the client's way in: token, primary, failover.
 
 #![deny(missing_docs)]
@@ -74,6 +75,7 @@ pub mod membership;
 pub mod placement;
 pub mod replica;
 pub mod session;
+pub mod stats;
 pub mod store;
 pub mod transport;
 
@@ -82,6 +84,7 @@ pub use crate::membership::{Member, Membership, StaticMembership};
 pub use crate::placement::{ClusterConfig, ClusterPlacement, Replicas, Shortfall};
 pub use crate::replica::{Replica, ReplicaRefusal};
 pub use crate::session::{RoutingToken, SessionId, TokenError};
+pub use crate::stats::ClusterStats;
 pub use crate::store::{SessionStore, Stored};
 pub use crate::transport::tcp::{serve_peers, TcpTransport};
 pub use crate::transport::{PeerError, PeerTransport};

@@ -12,6 +12,7 @@ use scone_rpc::server::placement::{Commit, Committed, Placement, PlacementError}
 use crate::membership::{Member, Membership};
 use crate::replica::{Replica, ReplicaRefusal};
 use crate::session::{RoutingToken, SessionId};
+use crate::stats::{bump, ClusterStats};
 use crate::transport::{PeerError, PeerTransport};
 
 /// How many peers get a copy of each new version before the reply.
@@ -96,6 +97,7 @@ struct Inner<T, M> {
     /// Who else is there.
     membership: M,
     config: ClusterConfig,
+    counters: crate::stats::Counters,
 }
 
 impl<T, M> Clone for ClusterPlacement<T, M> {
@@ -132,6 +134,7 @@ impl<T: PeerTransport, M: Membership> ClusterPlacement<T, M> {
                 transport,
                 membership,
                 config,
+                counters: Default::default(),
             }),
         }
     }
@@ -144,6 +147,21 @@ impl<T: PeerTransport, M: Membership> ClusterPlacement<T, M> {
     /// This node.
     pub fn me(&self) -> &Member {
         &self.inner.me
+    }
+
+    /// The counters now (copies this node received are counted by its [`Replica`]).
+    pub fn stats(&self) -> ClusterStats {
+        let mut stats = self.inner.replica.counters().snapshot();
+        let own = self.inner.counters.snapshot();
+        stats.commits = own.commits;
+        stats.replications = own.replications;
+        stats.acks = own.acks;
+        stats.not_replicated = own.not_replicated;
+        stats.superseded = own.superseded;
+        stats.local_loads = own.local_loads;
+        stats.takeovers = own.takeovers;
+        stats.unavailable = own.unavailable;
+        stats
     }
 }
 
@@ -183,16 +201,23 @@ impl<T: PeerTransport, M: Membership> Inner<T, M> {
             let batch =
                 &candidates[next..(next + wanted - acknowledged.len()).min(candidates.len())];
             next += batch.len();
+            for _ in batch {
+                bump(&self.counters.replications);
+            }
             let calls = batch
                 .iter()
                 .map(|member| self.transport.replicate(member.peer, encoded.to_vec()));
             for (member, result) in batch.iter().zip(join_all(calls).await) {
                 match result {
-                    Ok(()) => acknowledged.push(member.rpc),
+                    Ok(()) => {
+                        bump(&self.counters.acks);
+                        acknowledged.push(member.rpc);
+                    }
                     Err(PeerError::Refused {
                         refusal: ReplicaRefusal::Stale,
                         ..
                     }) => {
+                        bump(&self.counters.superseded);
                         return Err(PlacementError::Superseded(format!(
                             "node {} holds a newer version",
                             member.rpc
@@ -250,6 +275,7 @@ impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
         let session = &token.session;
         if let Some(held) = inner.replica.store().get(session) {
             if held.version() >= token.version {
+                bump(&inner.counters.local_loads);
                 return Ok(Some(held));
             }
         }
@@ -265,6 +291,7 @@ impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
             found = inner.fetch_newest(&rest, session, token.version).await;
         }
         let Some(scone) = found else {
+            bump(&inner.counters.unavailable);
             return Err(PlacementError::Unavailable(format!(
                 "no live node holds version {} of the session",
                 token.version
@@ -273,6 +300,7 @@ impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
         // Kept here too: this node now serves the session. Another node may have kept
         // a newer one meanwhile; then the commit finds out.
         let _ = inner.replica.keep(scone.clone());
+        bump(&inner.counters.takeovers);
         tracing::debug!(me = %inner.me.rpc, version = scone.version(), "fetched a session from a peer");
         Ok(Some(scone))
     }
@@ -283,6 +311,7 @@ impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
         let session = SessionId::of(minted);
         if let Some(held) = inner.replica.store().version(&session) {
             if held >= minted.version() {
+                bump(&inner.counters.superseded);
                 return Err(PlacementError::Superseded(format!(
                     "this node holds version {held}, the request was served from an older one"
                 )));
@@ -301,6 +330,7 @@ impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
             .replicate(minted.encoded(), &candidates, wanted)
             .await?;
         if acknowledged.len() < wanted && inner.config.shortfall == Shortfall::Refuse {
+            bump(&inner.counters.not_replicated);
             return Err(PlacementError::NotReplicated {
                 acknowledged: acknowledged.len(),
                 required: wanted,
@@ -312,8 +342,12 @@ impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
             Err(ReplicaRefusal::Full) => {
                 return Err(PlacementError::Full(format!("node {}", inner.me.rpc)));
             }
-            Err(refusal) => return Err(PlacementError::Superseded(refusal.to_string())),
+            Err(refusal) => {
+                bump(&inner.counters.superseded);
+                return Err(PlacementError::Superseded(refusal.to_string()));
+            }
         }
+        bump(&inner.counters.commits);
         let token = RoutingToken {
             session,
             version: minted.version(),

@@ -7,6 +7,7 @@ use scone::{KeyRing, Scone, Verifier, VerifierConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::session::SessionId;
+use crate::stats::{bump, Counters};
 use crate::store::{SessionStore, Stored};
 
 /// Why a node did not keep a copy.
@@ -33,6 +34,7 @@ pub enum ReplicaRefusal {
 #[derive(Clone, Debug)]
 pub struct Replica {
     store: SessionStore,
+    counters: Arc<Counters>,
     verifier: Arc<Verifier>,
     max_scone_bytes: usize,
 }
@@ -44,9 +46,14 @@ impl Replica {
         let config = VerifierConfig::default();
         Self {
             store,
+            counters: Arc::default(),
             max_scone_bytes: config.max_scone_bytes,
             verifier: Arc::new(Verifier::new(keys).with_config(config)),
         }
+    }
+
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.counters
     }
 
     /// The store it keeps copies in.
@@ -64,8 +71,15 @@ impl Replica {
     /// Keeps the copy `bytes` if it verifies and is newer than what is held. A copy of
     /// the very version held counts as kept (a retried copy).
     pub fn accept(&self, bytes: Vec<u8>) -> Result<(), ReplicaRefusal> {
-        let scone = self.verified(bytes).ok_or(ReplicaRefusal::Untrusted)?;
-        self.keep(scone)
+        let kept = self
+            .verified(bytes)
+            .ok_or(ReplicaRefusal::Untrusted)
+            .and_then(|scone| self.keep(scone));
+        match &kept {
+            Ok(()) => bump(&self.counters.copies_kept),
+            Err(_) => bump(&self.counters.copies_refused),
+        }
+        kept
     }
 
     /// Keeps `scone`, already verified, if it is newer than what is held.

@@ -39,6 +39,9 @@ async fn a_reply_comes_back_only_with_its_state_on_a_peer() {
         nodes[0].replica.store().version(&token.session),
         Some(token.version)
     );
+    let stats = nodes[0].placement.stats();
+    assert_eq!((stats.commits, stats.replications, stats.acks), (1, 1, 1));
+    assert_eq!(secondary.placement.stats().copies_kept, 1);
     for node in nodes {
         node.stop().await;
     }
@@ -99,6 +102,7 @@ async fn a_node_that_holds_nothing_fetches_from_the_owners() {
         Some(token.version),
         "kept what it fetched"
     );
+    assert_eq!(outsider.placement.stats().takeovers, 1);
     for node in nodes {
         node.stop().await;
     }
@@ -137,6 +141,7 @@ async fn when_the_owners_named_are_gone_a_node_asks_every_member() {
     client.token = Some(future.encode());
     let refusal = client.view(outsider.member.rpc).await.unwrap_err();
     assert_eq!(refusal.kind, RefusalKind::SessionUnavailable);
+    assert_eq!(outsider.placement.stats().unavailable, 1);
     for node in nodes {
         node.stop().await;
     }

@@ -43,6 +43,7 @@ pub async fn loopback() -> TcpListener {
 pub struct Node {
     pub member: Member,
     pub replica: Replica,
+    pub placement: ClusterPlacement<TcpTransport, StaticMembership>,
     stop_tx: Option<oneshot::Sender<()>>,
     tasks: Vec<JoinHandle<std::io::Result<()>>>,
 }
@@ -96,7 +97,7 @@ pub fn start_node(
     );
     let layer = SconeLayer::for_state::<CartState>(key.clone())
         .unwrap()
-        .with_placement(placement);
+        .with_placement(placement.clone());
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let (peer_stop_tx, peer_stop_rx) = oneshot::channel::<()>();
     let name = me.rpc.to_string();
@@ -117,6 +118,7 @@ pub fn start_node(
     Node {
         member: me,
         replica,
+        placement,
         stop_tx: Some(stop_tx),
         tasks: vec![clients, peers],
     }
