@@ -109,6 +109,8 @@
 //! - [`tls`]: rustls re-exported, and how to set up TLS on both sides.
 //! - [`peer_link`]: links between servers that share a secret, proved both ways at
 //!   connect ([`peer_link::LinkSecret`], [`peer_link::connect`] / [`peer_link::accept`]).
+//! - `metrics` (cargo feature `metrics`): counters read at each scrape (a `Collect` per
+//!   place that keeps some) on a Prometheus `/metrics` endpoint.
 //!
 //! # What each party can verify
 //! Every SCONE is signed with the service's ed25519 key (see the `scone` crate), so a
@@ -159,6 +161,8 @@ pub mod client;
 pub mod codec;
 pub mod envelope;
 pub mod error;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod peer_link;
 pub mod server;
 mod spare;
