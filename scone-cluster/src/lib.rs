@@ -53,25 +53,34 @@
 //! `SconeClient`: it keeps each session's token, calls the primary, and fails over to
 //! the secondaries, then to any node it knows.
 //!
-//! Not covered yet: membership by gossip (the membership is a fixed list), a node
-//! binary, deltas, batching, locks, delete commands, TLS on peer links (peers verify
-//! every SCONE they take, but the link itself is plain TCP).
+//! **Membership** comes from gossip ([`GossipMembership`], on chitchat: heartbeats and
+//! phi-accrual failure detection; a dead node drops out in about 1 to 2 s by default),
+//! or a fixed list ([`StaticMembership`]). A [`ClusterNode`] wires a node together and,
+//! leaving gracefully, first copies its sessions to other members.
+//!
+//! Not covered yet: deltas (the commit receives them, peers get whole SCONEs),
+//! batching, locks, delete commands, TLS or authentication on peer links and gossip
+//! (peers verify every SCONE they take, but anyone who reaches the ports can announce a
+//! member or read a session it can name: keep them on a private network).
 //!
 //! # Layout
 //! - [`session`]: [`SessionId`], [`RoutingToken`].
 //! - [`store`]: [`SessionStore`], the newest version of each session on one node.
 //! - [`replica`]: [`Replica`], what a node does with copies and fetches from peers.
 //! - [`membership`]: [`Membership`], [`Member`], [`StaticMembership`].
+//! - [`membership::gossip`]: [`GossipMembership`], membership by gossip (chitchat).
 //! - [`transport`]: [`PeerTransport`]; over TCP ([`TcpTransport`], [`serve_peers`]) and
 //!   in memory with faults ([`transport::memory`]).
 //! - [`placement`]: [`ClusterPlacement`], the `Placement` of a cluster node.
 //! - [`stats`]: [`ClusterStats`], a node's counters.
 //! - [`client`]: [`ClusterChannel`], the client's way in: token, primary, failover.
+//! - [`node`]: [`ClusterNode`], a node's pieces wired together, and its graceful leave.
 
 #![deny(missing_docs)]
 
 pub mod client;
 pub mod membership;
+pub mod node;
 pub mod placement;
 pub mod replica;
 pub mod session;
@@ -80,8 +89,10 @@ pub mod store;
 pub mod transport;
 
 pub use crate::client::{ClusterChannel, ClusterClientConfig};
+pub use crate::membership::gossip::{GossipConfig, GossipError, GossipMembership};
 pub use crate::membership::{Member, Membership, StaticMembership};
-pub use crate::placement::{ClusterConfig, ClusterPlacement, Replicas, Shortfall};
+pub use crate::node::{ClusterNode, NodeConfig};
+pub use crate::placement::{ClusterConfig, ClusterPlacement, HandOver, Replicas, Shortfall};
 pub use crate::replica::{Replica, ReplicaRefusal};
 pub use crate::session::{RoutingToken, SessionId, TokenError};
 pub use crate::stats::ClusterStats;

@@ -1,8 +1,10 @@
 //! Who is in the cluster: each member's addresses and zone.
 //!
 //! [`Membership`] is what the placement asks; [`StaticMembership`] is a fixed list (for
-//! tests and small fixed clusters). A gossip-based one (heartbeats, failure detection)
-//! implements the same trait.
+//! tests and small fixed clusters); [`gossip::GossipMembership`] finds the members by
+//! gossip (heartbeats, failure detection) and implements the same trait.
+
+pub mod gossip;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};

@@ -61,6 +61,16 @@ impl Default for ClusterConfig {
     }
 }
 
+/// What [`ClusterPlacement::hand_over`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HandOver {
+    /// Sessions now held by k other members.
+    pub handed_over: usize,
+    /// Sessions that fewer than k other members acknowledged.
+    pub short: usize,
+}
+
 /// The cluster placement of one node: plug it into the server layer with
 /// `SconeLayer::with_placement`, and the same handler's sessions live in the cluster.
 ///
@@ -147,6 +157,30 @@ impl<T: PeerTransport, M: Membership> ClusterPlacement<T, M> {
     /// This node.
     pub fn me(&self) -> &Member {
         &self.inner.me
+    }
+
+    /// Copies every session this node holds to k other live members (as a commit would
+    /// choose them), so that it can leave without taking a copy away: call it on a
+    /// graceful stop, once it no longer serves clients. Returns how many sessions reached
+    /// k copies, and how many fell short.
+    pub async fn hand_over(&self) -> HandOver {
+        let inner = &*self.inner;
+        let mut report = HandOver::default();
+        for scone in inner.replica.store().snapshot() {
+            let session = SessionId::of(&scone);
+            let candidates = inner.candidates(&session, None);
+            let wanted = match inner.config.replicas {
+                Replicas::Count(count) => count,
+                Replicas::All => candidates.len(),
+            };
+            match inner.replicate(scone.encoded(), &candidates, wanted).await {
+                Ok(acknowledged) if acknowledged.len() >= wanted => report.handed_over += 1,
+                // A peer holds newer: nothing of this node's is needed there.
+                Err(PlacementError::Superseded(_)) => report.handed_over += 1,
+                _ => report.short += 1,
+            }
+        }
+        report
     }
 
     /// The counters now (copies this node received are counted by its [`Replica`]).

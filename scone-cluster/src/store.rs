@@ -129,6 +129,16 @@ impl SessionStore {
         before - sessions.len()
     }
 
+    /// Every unexpired SCONE held, at this moment (for a hand-over before leaving).
+    pub fn snapshot(&self) -> Vec<Scone> {
+        let now_ms = self.clock.now_ms();
+        self.lock()
+            .values()
+            .filter(|scone| !scone.is_expired_at(now_ms))
+            .cloned()
+            .collect()
+    }
+
     /// How many sessions it holds (expired ones not yet met included).
     pub fn len(&self) -> usize {
         self.lock().len()
@@ -137,5 +147,47 @@ impl SessionStore {
     /// Whether it holds none.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use scone::{Draft, EndpointId, ManualClock, Minter, MinterConfig, ServiceId, SigningKey};
+
+    use super::*;
+
+    #[test]
+    fn versions_only_go_forward_and_expired_sessions_go_away() {
+        let clock = ManualClock::new(1_800_000_000_000);
+        let minter = Minter::new(SigningKey::from_seed(&[3; 32]))
+            .with_config(MinterConfig {
+                default_ttl: Duration::from_secs(60),
+                ..MinterConfig::default()
+            })
+            .with_clock(clock.clone());
+        let store = SessionStore::new(2).with_clock(clock.clone());
+        let mint = |session: u8, version: u64| {
+            let draft = Draft::new(
+                ServiceId::new("cart").unwrap(),
+                EndpointId::from_bytes([session; 16]),
+            )
+            .with_version(version);
+            minter.mint(draft).unwrap()
+        };
+        assert_eq!(store.put(mint(1, 2)), Stored::Kept);
+        assert_eq!(store.put(mint(1, 1)), Stored::Stale);
+        assert_eq!(store.put(mint(1, 3)), Stored::Kept);
+        assert_eq!(store.put(mint(2, 1)), Stored::Kept);
+        assert_eq!(store.put(mint(3, 1)), Stored::Full, "never evicts");
+        let id = SessionId::of(&mint(1, 3));
+        assert_eq!(store.version(&id), Some(3));
+
+        clock.advance(Duration::from_secs(61));
+        assert_eq!(store.get(&id), None, "expired: dropped when met");
+        assert_eq!(store.purge_expired(), 1, "the other one");
+        assert!(store.is_empty());
+        assert_eq!(store.put(mint(4, 1)), Stored::Kept, "room again");
     }
 }

@@ -305,3 +305,33 @@ async fn too_few_peers_is_a_typed_refusal_or_a_degraded_token() {
     assert!(client.routing().secondaries.is_empty());
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_hands_its_sessions_over_before_it_leaves() {
+    let key = SigningKey::generate().unwrap();
+    let mut nodes = cluster(3, &key, ClusterConfig::default()).await;
+    let mut client = TokenClient::new();
+    client.add(nodes[0].member.rpc, "apple", 1).await.unwrap();
+    let token = client.routing();
+    // The secondary leaves first: only the primary holds the newest version now.
+    let secondary = nodes
+        .iter()
+        .position(|node| node.member.rpc == token.secondaries[0])
+        .unwrap();
+    nodes.remove(secondary).stop().await;
+
+    let report = bounded(nodes[0].placement.hand_over()).await;
+    assert_eq!((report.handed_over, report.short), (1, 0));
+    assert_eq!(
+        nodes[1].replica.store().version(&token.session),
+        Some(token.version),
+        "the one other live node holds it now"
+    );
+    // The primary leaves too; the last node serves the session.
+    let last = nodes.pop().unwrap();
+    nodes.pop().unwrap().stop().await;
+    let view = client.view(last.member.rpc).await;
+    // Alone, it can read but not reach k = 1 copies of a change: reading works.
+    assert_eq!(items(&view.unwrap()), [("apple", 1)]);
+    last.stop().await;
+}

@@ -47,6 +47,19 @@ impl TestServer {
         }
     }
 
+    /// A server already running as `task` on `addr`, stopped through `stop_tx`.
+    pub fn from_task(
+        addr: SocketAddr,
+        stop_tx: oneshot::Sender<()>,
+        task: JoinHandle<anyhow::Result<()>>,
+    ) -> Self {
+        Self {
+            addr,
+            stop_tx: Some(stop_tx),
+            task,
+        }
+    }
+
     /// Shuts the server down and waits until it has stopped.
     pub async fn stop(mut self) {
         if let Some(stop_tx) = self.stop_tx.take() {

@@ -1,0 +1,146 @@
+//! [`ClusterNode`]: the pieces a server needs to keep its sessions in a cluster, wired
+//! together: its store and replica, the peer listener, the placement, and a graceful
+//! leave that hands its sessions over first.
+
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use scone::KeyRing;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::membership::{Member, Membership};
+use crate::placement::{ClusterConfig, ClusterPlacement, HandOver};
+use crate::replica::Replica;
+use crate::store::SessionStore;
+use crate::transport::tcp::{serve_peers, TcpTransport};
+
+/// Settings of a [`ClusterNode`].
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Copies, and what to do when too few are made.
+    pub cluster: ClusterConfig,
+    /// Bound of each connect and call to a peer (default 500 ms).
+    pub peer_timeout: Duration,
+    /// Most sessions this node holds (default 1,000,000); past it, new sessions are
+    /// refused, never evicted.
+    pub max_sessions: usize,
+    /// How often expired sessions are dropped (default 30 s); each node drops its own
+    /// copies, so a session expires on every replica without a message.
+    pub purge_interval: Duration,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            cluster: ClusterConfig::default(),
+            peer_timeout: Duration::from_millis(500),
+            max_sessions: 1_000_000,
+            purge_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One node of a cluster: plug [`placement`](Self::placement) into the server layer
+/// (`SconeLayer::with_placement`) and serve clients as usual; the node serves its peers
+/// itself.
+///
+/// ```no_run
+/// # async fn run(key: scone::SigningKey, membership: scone_cluster::StaticMembership) -> anyhow::Result<()> {
+/// use scone_cluster::{ClusterNode, Member, NodeConfig};
+///
+/// let me = Member { rpc: "10.0.0.1:7001".parse()?, peer: "10.0.0.1:7101".parse()?, zone: None };
+/// let keys = scone::KeyRing::for_service(scone::ServiceId::new("cart")?, [key.public_key()])?;
+/// let peers = tokio::net::TcpListener::bind(me.peer).await?;
+/// let node = ClusterNode::start(me, keys, membership, peers, NodeConfig::default());
+/// let layer = scone_rpc::SconeLayer::new(scone::ServiceId::new("cart")?, key)?
+///     .with_placement(node.placement());
+/// // ... serve `layer.wrap(...)` to clients until told to stop, then:
+/// let report = node.leave().await?;
+/// # Ok(()) }
+/// ```
+pub struct ClusterNode<M> {
+    placement: ClusterPlacement<TcpTransport, M>,
+    stop_peers: Option<oneshot::Sender<()>>,
+    peers: JoinHandle<io::Result<()>>,
+}
+
+impl<M: Membership> ClusterNode<M> {
+    /// Starts node `me`: its sessions checked against `keys`, its peers known from
+    /// `membership`, serving them on `peer_listener`. Call it inside a tokio runtime.
+    pub fn start(
+        me: Member,
+        keys: KeyRing,
+        membership: M,
+        peer_listener: TcpListener,
+        config: NodeConfig,
+    ) -> Self {
+        let replica = Replica::new(SessionStore::new(config.max_sessions), keys);
+        let placement = ClusterPlacement::new(
+            me,
+            replica.clone(),
+            TcpTransport::new(config.peer_timeout),
+            membership,
+            config.cluster,
+        );
+        let (stop_peers, stopped) = oneshot::channel::<()>();
+        let store = replica.store().clone();
+        let peers = tokio::spawn(async move {
+            let purge = async {
+                let mut every = tokio::time::interval(config.purge_interval);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    every.tick().await;
+                    let dropped = store.purge_expired();
+                    if dropped > 0 {
+                        tracing::debug!(dropped, "dropped expired sessions");
+                    }
+                }
+            };
+            tokio::select! {
+                served = serve_peers(peer_listener, replica, stopped) => served,
+                () = purge => Ok(()),
+            }
+        });
+        Self {
+            placement,
+            stop_peers: Some(stop_peers),
+            peers,
+        }
+    }
+
+    /// The placement to give the server layer (a handle: clones share the node).
+    pub fn placement(&self) -> ClusterPlacement<TcpTransport, M> {
+        self.placement.clone()
+    }
+
+    /// Leaves gracefully: copies every session it holds to k other live members (see
+    /// [`ClusterPlacement::hand_over`]), then stops serving peers. Call it once the node
+    /// no longer serves clients.
+    pub async fn leave(self) -> io::Result<HandOver> {
+        let report = self.placement.hand_over().await;
+        if report.short > 0 {
+            tracing::warn!(
+                short = report.short,
+                "some sessions reached fewer copies than asked for before leaving"
+            );
+        }
+        self.stop().await?;
+        Ok(report)
+    }
+
+    /// Stops serving peers, without handing anything over (a node that is going down
+    /// anyway, or in tests).
+    pub async fn stop(mut self) -> io::Result<()> {
+        self.stop_peers.take();
+        (&mut self.peers).await.map_err(io::Error::other)?
+    }
+
+    /// Runs until `shutdown` completes, then [`leave`](Self::leave)s.
+    pub async fn run_until(self, shutdown: impl Future) -> io::Result<HandOver> {
+        shutdown.await;
+        self.leave().await
+    }
+}
