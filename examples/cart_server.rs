@@ -15,7 +15,8 @@
 //! ```
 //!
 //! Prints its client address on the first line of standard output; in a cluster, then
-//! `peers on ADDR` and `gossip on ADDR`. Ctrl-C or SIGTERM shuts it down gracefully: it
+//! `peers on ADDR`, `gossip on ADDR` and, with `--metrics ADDR`,
+//! `metrics on http://ADDR/metrics`. Ctrl-C or SIGTERM shuts it down gracefully: it
 //! stops taking calls, lets those in flight finish and, in a cluster, copies the
 //! sessions it holds to other nodes before it leaves.
 
@@ -28,7 +29,7 @@ use clap::{Parser, ValueEnum};
 use examples::cart::{self, CartState};
 use scone::{KeyRing, SigningKey};
 use scone_cluster::membership::gossip::{GossipConfig, GossipMembership};
-use scone_cluster::{ClusterConfig, ClusterNode, Member, NodeConfig, Replicas};
+use scone_cluster::{ClusterConfig, ClusterNode, Member, NodeConfig, NodeMetrics, Replicas};
 use scone_rpc::SconeLayer;
 
 /// Serve the example cart service.
@@ -61,6 +62,9 @@ struct Args {
     /// Cluster: copies of each new state made before the reply: a number, or `all`.
     #[arg(long, default_value = "1")]
     replicas: ReplicasArg,
+    /// Cluster: where to serve the node's counters for Prometheus (`GET /metrics`).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -95,6 +99,7 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
     let key = SigningKey::load(&args.key)?;
@@ -134,11 +139,44 @@ async fn main() -> anyhow::Result<()> {
                 ..NodeConfig::default()
             };
             let node = ClusterNode::start(me, keys, membership.clone(), peers, config);
+            // One signal stops the client listener and the metrics endpoint.
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            let metrics = match args.metrics {
+                Some(metrics_addr) => {
+                    let metrics_listener = tokio::net::TcpListener::bind(metrics_addr)
+                        .await
+                        .with_context(|| {
+                            format!("could not listen for scrapes on {metrics_addr}")
+                        })?;
+                    println!(
+                        "metrics on http://{}/metrics",
+                        metrics_listener.local_addr()?
+                    );
+                    let metrics = scone_rpc::metrics::Metrics::new("scone_cluster")
+                        .with(NodeMetrics::new(node.placement()));
+                    let mut stop = stop_rx.clone();
+                    Some(tokio::spawn(metrics.serve(metrics_listener, async move {
+                        let _ = stop.wait_for(|stop| *stop).await;
+                    })))
+                }
+                None => None,
+            };
             let layer = layer.with_placement(node.placement());
             tracing::info!(%addr, key_id = %key.key_id(), %name, "cart node listening");
-            cart::serve_with(listener, &layer, &name, shutdown).await?;
+            cart::serve_with(listener, &layer, &name, async move {
+                shutdown.await;
+                let _ = stop_tx.send(true);
+            })
+            .await?;
+            if let Some(metrics) = metrics {
+                metrics.await??;
+            }
             let report = node.leave().await?;
-            tracing::info!(handed_over = report.handed_over, short = report.short, "sessions handed over");
+            tracing::info!(
+                handed_over = report.handed_over,
+                short = report.short,
+                "sessions handed over"
+            );
             membership.leave().await?;
         }
     }

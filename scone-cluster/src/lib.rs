@@ -72,7 +72,7 @@
 //! - [`transport`]: [`PeerTransport`]; over TCP ([`TcpTransport`], [`serve_peers`]) and
 //!   in memory with faults ([`transport::memory`]).
 //! - [`placement`]: [`ClusterPlacement`], the `Placement` of a cluster node.
-//! - [`stats`]: [`ClusterStats`], a node's counters.
+//! - [`stats`]: [`ClusterStats`], a node's counters, and [`NodeMetrics`] for `/metrics`.
 //! - [`client`]: [`ClusterChannel`], the client's way in: token, primary, failover.
 //! - [`node`]: [`ClusterNode`], a node's pieces wired together, and its graceful leave.
 
@@ -95,7 +95,7 @@ pub use crate::node::{ClusterNode, NodeConfig};
 pub use crate::placement::{ClusterConfig, ClusterPlacement, HandOver, Replicas, Shortfall};
 pub use crate::replica::{Replica, ReplicaRefusal};
 pub use crate::session::{RoutingToken, SessionId, TokenError};
-pub use crate::stats::ClusterStats;
+pub use crate::stats::{ClusterStats, NodeMetrics};
 pub use crate::store::{SessionStore, Stored};
 pub use crate::transport::tcp::{serve_peers, TcpTransport};
 pub use crate::transport::{PeerError, PeerTransport};

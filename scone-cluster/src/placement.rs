@@ -159,6 +159,11 @@ impl<T: PeerTransport, M: Membership> ClusterPlacement<T, M> {
         &self.inner.me
     }
 
+    /// The live members this node sees, itself included.
+    pub fn members(&self) -> Vec<Member> {
+        self.inner.membership.members()
+    }
+
     /// Copies every session this node holds to k other live members (as a commit would
     /// choose them), so that it can leave without taking a copy away: call it on a
     /// graceful stop, once it no longer serves clients. Returns how many sessions reached

@@ -1,6 +1,13 @@
-//! A node's counters: what it replicated, fetched and refused.
+//! A node's counters: what it replicated, fetched and refused; and [`NodeMetrics`], the
+//! same on a Prometheus `/metrics` endpoint (`scone_rpc::metrics`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use scone_rpc::metrics::{Collect, Samples};
+
+use crate::membership::Membership;
+use crate::placement::ClusterPlacement;
+use crate::transport::PeerTransport;
 
 /// Defines the live counters and their snapshot, with one doc each (also the help text
 /// wherever they are exported).
@@ -61,4 +68,41 @@ counters! {
 /// Adds one to `counter`.
 pub(crate) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A node's counters and gauges for `/metrics`: every [`ClusterStats`] counter, the
+/// sessions held and the live members seen.
+///
+/// ```no_run
+/// # async fn run(placement: scone_cluster::ClusterPlacement<scone_cluster::TcpTransport, scone_cluster::StaticMembership>) -> std::io::Result<()> {
+/// let metrics = scone_rpc::metrics::Metrics::new("scone_cluster")
+///     .with(scone_cluster::NodeMetrics::new(placement));
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:9500").await?;
+/// metrics.serve(listener, tokio::signal::ctrl_c()).await
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct NodeMetrics<T, M>(ClusterPlacement<T, M>);
+
+impl<T: PeerTransport, M: Membership> NodeMetrics<T, M> {
+    /// The metrics of the node whose placement this is.
+    pub fn new(placement: ClusterPlacement<T, M>) -> Self {
+        Self(placement)
+    }
+}
+
+impl<T: PeerTransport, M: Membership> Collect for NodeMetrics<T, M> {
+    fn collect(&self, samples: &mut Samples<'_>) {
+        for (name, help, value) in self.0.stats().counters() {
+            samples.counter(name, help, value);
+        }
+        let held = self.0.replica().store().len() as u64;
+        samples.gauge("sessions", "Sessions this node holds.", held);
+        let members = self.0.members().len() as u64;
+        samples.gauge(
+            "members",
+            "Live members this node sees, itself included.",
+            members,
+        );
+    }
 }
