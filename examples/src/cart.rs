@@ -57,6 +57,9 @@ pub trait Cart {
     async fn remove(item: String) -> Result<CartView, CartError>;
     /// Shows the cart.
     async fn view() -> Result<CartView, CartError>;
+    /// Shows the cart one last time and ends the session: the next call starts an empty
+    /// cart.
+    async fn checkout() -> Result<CartView, CartError>;
 }
 
 /// The cart server: its only field is its name, so it holds no client's state.
@@ -122,6 +125,13 @@ impl Cart for CartServer {
         // Reading only: nothing is marked, so nothing is re-signed.
         let cart = CartState::load()?;
         Ok(self.render(&cart))
+    }
+
+    async fn checkout(self, _: tarpc::context::Context) -> Result<CartView, CartError> {
+        let cart = CartState::load()?;
+        let view = self.render(&cart);
+        cart.end_session()?;
+        Ok(view)
     }
 }
 

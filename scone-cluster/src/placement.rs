@@ -200,6 +200,7 @@ impl<T: PeerTransport, M: Membership> ClusterPlacement<T, M> {
         stats.local_loads = own.local_loads;
         stats.takeovers = own.takeovers;
         stats.unavailable = own.unavailable;
+        stats.ended = own.ended;
         stats
     }
 }
@@ -312,6 +313,10 @@ impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
             return Err(PlacementError::BadToken(detail));
         }
         let session = &token.session;
+        if inner.replica.store().is_ended(session) {
+            // Ended here: the handler starts a new session.
+            return Ok(None);
+        }
         if let Some(held) = inner.replica.store().get(session) {
             if held.version() >= token.version {
                 bump(&inner.counters.local_loads);
@@ -398,6 +403,32 @@ impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
             token.encode(),
             inner.config.reply_carries_scone,
         ))
+    }
+
+    /// Ends the session on this node and, best effort, on every other live member:
+    /// each drops it and remembers it ended, so no copy brings it back, and a request
+    /// with its token starts a new session. A member that misses the message (down, or
+    /// cut off) keeps its copy until it expires; one that ended it never serves it.
+    async fn end(&self, ended: &Scone, _token: Option<&[u8]>) -> Result<(), PlacementError> {
+        let inner = &*self.inner;
+        let session = SessionId::of(ended);
+        inner.replica.delete(&session);
+        let others: Vec<Member> = inner
+            .membership
+            .members()
+            .into_iter()
+            .filter(|member| member.rpc != inner.me.rpc)
+            .collect();
+        let calls = others
+            .iter()
+            .map(|member| inner.transport.delete(member.peer, session.clone()));
+        for (member, result) in others.iter().zip(join_all(calls).await) {
+            if let Err(error) = result {
+                tracing::warn!(peer = %member.rpc, %error, "a peer did not hear that a session ended");
+            }
+        }
+        bump(&inner.counters.ended);
+        Ok(())
     }
 }
 

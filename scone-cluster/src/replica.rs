@@ -28,6 +28,9 @@ pub enum ReplicaRefusal {
     /// The node is at its bound of sessions.
     #[error("the node holds as many sessions as it may")]
     Full,
+    /// The session was ended.
+    #[error("the session was ended")]
+    Ended,
 }
 
 /// Checks and keeps what peers send. Cloning shares it.
@@ -89,6 +92,7 @@ impl Replica {
             Stored::Stale => Err(ReplicaRefusal::Stale),
             Stored::Expired => Err(ReplicaRefusal::Expired),
             Stored::Full => Err(ReplicaRefusal::Full),
+            Stored::Ended => Err(ReplicaRefusal::Ended),
         }
     }
 
@@ -100,8 +104,8 @@ impl Replica {
             .map(|scone| scone.encoded().to_vec())
     }
 
-    /// Drops `session` (deleted on its primary).
+    /// Ends `session` (ended on its primary): see [`SessionStore::end`].
     pub fn delete(&self, session: &SessionId) -> bool {
-        self.store.remove(session)
+        self.store.end(session)
     }
 }

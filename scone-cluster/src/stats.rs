@@ -59,6 +59,8 @@ counters! {
     takeovers,
     /// Requests whose session no node answering held (`session-unavailable`).
     unavailable,
+    /// Sessions a handler ended here (dropped on every member that answered).
+    ended,
     /// Copies from peers this node kept.
     copies_kept,
     /// Copies from peers this node refused (forged, stale, expired, or full).

@@ -21,24 +21,39 @@ pub enum Stored {
     Expired,
     /// Not kept: the store is at its bound of sessions.
     Full,
+    /// Not kept: the session was ended.
+    Ended,
 }
+
+/// How long an ended session is remembered when nothing of it was held (its own expiry
+/// bounds it otherwise).
+const ENDED_RETENTION_MS: u64 = 60 * 60 * 1000;
 
 /// The sessions one node holds, newest version of each. Shared (`Clone` shares it).
 ///
 /// Unlike a client's or relay's cache it never evicts: a session here may be the only
 /// copy of a client's state. At its bound it refuses new sessions ([`Stored::Full`]);
-/// expired ones are dropped when met or purged.
+/// expired ones are dropped when met or purged. An [ended](Self::end) session is
+/// remembered until it would have expired, so that no copy can bring it back.
 #[derive(Clone)]
 pub struct SessionStore {
-    sessions: Arc<Mutex<HashMap<SessionId, Scone>>>,
+    sessions: Arc<Mutex<Sessions>>,
     max_sessions: usize,
     clock: Arc<dyn Clock>,
+}
+
+#[derive(Default)]
+struct Sessions {
+    /// The newest SCONE of each live session.
+    live: HashMap<SessionId, Scone>,
+    /// Ended sessions, until when to remember them (ms since the epoch).
+    ended: HashMap<SessionId, u64>,
 }
 
 impl std::fmt::Debug for SessionStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionStore")
-            .field("sessions", &self.lock().len())
+            .field("sessions", &self.lock().live.len())
             .field("max_sessions", &self.max_sessions)
             .finish()
     }
@@ -60,7 +75,7 @@ impl SessionStore {
         self
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<SessionId, Scone>> {
+    fn lock(&self) -> MutexGuard<'_, Sessions> {
         // Every update is one complete step: a panic elsewhere leaves consistent data.
         self.sessions
             .lock()
@@ -76,7 +91,11 @@ impl SessionStore {
         }
         let id = SessionId::of(&scone);
         let scone = scone.compacted();
-        let mut sessions = self.lock();
+        let mut guard = self.lock();
+        if guard.ended.contains_key(&id) {
+            return Stored::Ended;
+        }
+        let sessions = &mut guard.live;
         let full = sessions.len() >= self.max_sessions;
         match sessions.get_mut(&id) {
             Some(held) if held.is_expired_at(now_ms) || held.version() < scone.version() => {
@@ -100,39 +119,58 @@ impl SessionStore {
     /// The session's newest SCONE, unless it has expired (then it is dropped).
     pub fn get(&self, id: &SessionId) -> Option<Scone> {
         let now_ms = self.clock.now_ms();
-        let mut sessions = self.lock();
-        match sessions.get(id) {
+        let mut guard = self.lock();
+        match guard.live.get(id) {
             Some(held) if held.is_expired_at(now_ms) => {
-                sessions.remove(id);
+                guard.live.remove(id);
                 None
             }
             held => held.cloned(),
         }
     }
 
+    /// Whether the session was ended (and is still remembered as such).
+    pub fn is_ended(&self, id: &SessionId) -> bool {
+        self.lock().ended.contains_key(id)
+    }
+
+    /// Ends the session: drops its SCONE and remembers, until it would have expired,
+    /// that it ended, so that a copy arriving late cannot bring it back. Returns
+    /// whether a SCONE was held.
+    pub fn end(&self, id: &SessionId) -> bool {
+        let now_ms = self.clock.now_ms();
+        let mut guard = self.lock();
+        let held = guard.live.remove(id);
+        let until = held
+            .as_ref()
+            .map_or(now_ms.saturating_add(ENDED_RETENTION_MS), |scone| {
+                scone.expires_at_ms().max(now_ms)
+            });
+        guard.ended.insert(id.clone(), until);
+        held.is_some()
+    }
+
     /// The version held of the session, if any (expired or not).
     pub fn version(&self, id: &SessionId) -> Option<u64> {
-        self.lock().get(id).map(Scone::version)
+        self.lock().live.get(id).map(Scone::version)
     }
 
-    /// Drops the session; returns whether it was held.
-    pub fn remove(&self, id: &SessionId) -> bool {
-        self.lock().remove(id).is_some()
-    }
-
-    /// Drops every expired session; returns how many.
+    /// Drops every expired session, and forgets ended ones past their time; returns how
+    /// many sessions were dropped.
     pub fn purge_expired(&self) -> usize {
         let now_ms = self.clock.now_ms();
-        let mut sessions = self.lock();
-        let before = sessions.len();
-        sessions.retain(|_, scone| !scone.is_expired_at(now_ms));
-        before - sessions.len()
+        let mut guard = self.lock();
+        let before = guard.live.len();
+        guard.live.retain(|_, scone| !scone.is_expired_at(now_ms));
+        guard.ended.retain(|_, until| *until > now_ms);
+        before - guard.live.len()
     }
 
     /// Every unexpired SCONE held, at this moment (for a hand-over before leaving).
     pub fn snapshot(&self) -> Vec<Scone> {
         let now_ms = self.clock.now_ms();
         self.lock()
+            .live
             .values()
             .filter(|scone| !scone.is_expired_at(now_ms))
             .cloned()
@@ -141,7 +179,7 @@ impl SessionStore {
 
     /// How many sessions it holds (expired ones not yet met included).
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().live.len()
     }
 
     /// Whether it holds none.
@@ -189,5 +227,18 @@ mod tests {
         assert_eq!(store.purge_expired(), 1, "the other one");
         assert!(store.is_empty());
         assert_eq!(store.put(mint(4, 1)), Stored::Kept, "room again");
+
+        // Ended: gone, and no copy brings it back, not even a newer one.
+        let four = SessionId::of(&mint(4, 1));
+        assert!(store.end(&four));
+        assert!(store.is_ended(&four));
+        assert_eq!(store.get(&four), None);
+        assert_eq!(store.put(mint(4, 2)), Stored::Ended);
+        clock.advance(Duration::from_secs(61));
+        store.purge_expired();
+        assert!(
+            !store.is_ended(&four),
+            "forgotten once it would have expired"
+        );
     }
 }

@@ -335,3 +335,53 @@ async fn a_node_hands_its_sessions_over_before_it_leaves() {
     assert_eq!(items(&view.unwrap()), [("apple", 1)]);
     last.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_session_is_gone_from_every_node_and_the_next_call_starts_anew() {
+    let key = SigningKey::generate().unwrap();
+    let nodes = cluster(3, &key, ClusterConfig::default()).await;
+    let mut client = TokenClient::new();
+    client.add(nodes[0].member.rpc, "apple", 2).await.unwrap();
+    let token = client.routing();
+
+    let last = view_of(
+        client
+            .call(nodes[0].member.rpc, cart::CartRequest::Checkout {})
+            .await,
+    );
+    assert_eq!(items(&last.unwrap()), [("apple", 2)], "the final cart");
+    for node in &nodes {
+        assert!(
+            node.replica.store().is_ended(&token.session),
+            "{}",
+            node.member.rpc
+        );
+        assert_eq!(node.replica.store().version(&token.session), None);
+    }
+    assert_eq!(nodes[0].placement.stats().ended, 1);
+
+    // The old token, at any node: a new, empty cart (never the ended one).
+    for node in &nodes {
+        let view = client.view(node.member.rpc).await.unwrap();
+        assert_eq!(items(&view), []);
+    }
+    // And a copy of the ended session sent late is refused.
+    let stale = scone_cluster::TcpTransport::new(std::time::Duration::from_secs(2));
+    let old = Minter::new(key.clone())
+        .mint(
+            Draft::new(cart::service_id().unwrap(), token.session.endpoint)
+                .with_version(token.version + 1),
+        )
+        .unwrap();
+    let refused = bounded(stale.replicate(nodes[1].member.peer, old.encoded().to_vec())).await;
+    assert!(matches!(
+        refused,
+        Err(PeerError::Refused {
+            refusal: ReplicaRefusal::Ended,
+            ..
+        })
+    ));
+    for node in nodes {
+        node.stop().await;
+    }
+}

@@ -457,6 +457,15 @@ impl<T: SconeState> Tracker<T> {
         }
     }
 
+    /// Ends the session instead of saving it (see `scone::context::end_session`): no
+    /// new state is minted, and a placement that keeps sessions drops it, so the next
+    /// call starts anew.
+    pub fn end_session(mut self) -> Result<(), StateError> {
+        self.finished = true;
+        context::end_session(&T::service_id()?)?;
+        Ok(())
+    }
+
     /// The value, ending tracking (any change is not saved).
     pub fn into_inner(mut self) -> T {
         self.finished = true;

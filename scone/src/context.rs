@@ -121,6 +121,8 @@ pub struct SconeContext {
     forwarded: SconeBundle,
     /// Whether writers that track their changes should also record them as a delta.
     deltas_wanted: bool,
+    /// Services whose session the handler ended.
+    ended: SmallVec<[ServiceId; 1]>,
 }
 
 impl SconeContext {
@@ -212,6 +214,11 @@ impl SconeContext {
     /// The SCONEs for other services that came with the request.
     pub fn carried(&self) -> &SconeBundle {
         &self.carried
+    }
+
+    /// The services whose session the handler ended ([`end_session`]).
+    pub fn ended(&self) -> &[ServiceId] {
+        &self.ended
     }
 
     /// The changed states, in the order first written.
@@ -371,6 +378,22 @@ pub fn incoming_state(service: &ServiceId) -> Result<Option<Vec<u8>>, ContextErr
 /// The SCONE for another service (a back-end's) that came with the request, if any.
 pub fn carried(service: &ServiceId) -> Result<Option<Scone>, ContextError> {
     with(|ctx| ctx.carried.get(service).cloned())
+}
+
+/// Ends the session of `service`: whatever the handler wrote for it is dropped, no new
+/// SCONE is minted for it, and a server placement that keeps sessions (a cluster) drops
+/// it on every node, so the client's next call starts a new session.
+///
+/// A SCONE the client holds itself cannot be taken back: the reply just carries no new
+/// one, and the client's copy stays valid until it expires (keep TTLs short, or use the
+/// replay guard, where that matters).
+pub fn end_session(service: &ServiceId) -> Result<(), ContextError> {
+    with_mut(|ctx| {
+        ctx.writes.retain(|write| &write.service != service);
+        if !ctx.ended.contains(service) {
+            ctx.ended.push(service.clone());
+        }
+    })
 }
 
 /// Whether the server asked writers that track their changes to record them as a delta

@@ -122,9 +122,10 @@ fn view_of(reply: &ResponseEnvelope) -> CartView {
         panic!("refused: {:?}", reply.outcome);
     };
     match postcard::from_bytes::<CartResponse>(body).unwrap() {
-        CartResponse::Add(view) | CartResponse::View(view) | CartResponse::Remove(view) => {
-            view.expect("the cart accepted it")
-        }
+        CartResponse::Add(view)
+        | CartResponse::View(view)
+        | CartResponse::Remove(view)
+        | CartResponse::Checkout(view) => view.expect("the cart accepted it"),
     }
 }
 
@@ -287,6 +288,14 @@ async fn the_default_placement_ignores_a_token_and_hands_the_scone_to_the_client
     assert_eq!(view_of(&reply).items.get("apple"), Some(&1));
     assert_eq!(reply.scones.len(), 1, "the client holds its SCONE");
     assert!(reply.token.is_none());
+
+    // Ending the session: the final cart comes back, with no new SCONE.
+    let reply = call(&channel, CartRequest::Checkout {}, reply.scones, None).await;
+    assert_eq!(view_of(&reply).items.get("apple"), Some(&1));
+    assert!(
+        reply.scones.is_empty(),
+        "an ended session gets no new SCONE"
+    );
     server.stop().await;
 }
 

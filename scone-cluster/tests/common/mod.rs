@@ -200,9 +200,10 @@ pub fn view_of(reply: ResponseEnvelope) -> Result<CartView, Refusal> {
     match reply.outcome {
         Outcome::Refused(refusal) => Err(*refusal),
         Outcome::Reply(body) => match postcard::from_bytes::<CartResponse>(&body).unwrap() {
-            CartResponse::Add(view) | CartResponse::View(view) | CartResponse::Remove(view) => {
-                Ok(view.expect("the cart accepted it"))
-            }
+            CartResponse::Add(view)
+            | CartResponse::View(view)
+            | CartResponse::Remove(view)
+            | CartResponse::Checkout(view) => Ok(view.expect("the cart accepted it")),
         },
     }
 }

@@ -218,6 +218,12 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
             #vis fn discard(self) {
                 self.0.discard()
             }
+
+            /// Ends the session instead of saving: no new SCONE is minted, and a
+            /// placement that keeps sessions drops it, so the next call starts anew.
+            #vis fn end_session(self) -> ::core::result::Result<(), #krate::state::StateError> {
+                self.0.end_session()
+            }
         }
     })
 }

@@ -52,6 +52,18 @@ pub trait Placement: Send + Sync + 'static {
         commit: Commit<'_>,
     ) -> impl Future<Output = Result<Committed, PlacementError>> + Send;
 
+    /// Ends the session whose newest SCONE the request came with (`ended`), because
+    /// the handler ended it; before the reply leaves. The default does nothing (a
+    /// client-held SCONE cannot be taken back).
+    fn end(
+        &self,
+        ended: &Scone,
+        token: Option<&[u8]>,
+    ) -> impl Future<Output = Result<(), PlacementError>> + Send {
+        let _ = (ended, token);
+        ready(Ok(()))
+    }
+
     /// Whether [`commit`](Self::commit) wants each change's delta ([`Commit::delta`]).
     /// Recording one costs an encoding per changed field, so only a placement that ships
     /// deltas asks.

@@ -542,6 +542,7 @@ where
         let (response, scope) =
             context::scope(scope, S::clone(&self.inner).serve(ctx, inner_request)).await;
         let response = response?;
+        let ended = scope.ended().contains(&shared.service);
         let (incoming, writes, forwarded) = scope.into_parts();
 
         // Built straight in its wire form: a reply usually carries the one SCONE minted.
@@ -582,7 +583,14 @@ where
             }
             minted_ours = true;
         }
-        if !minted_ours {
+        if ended {
+            // Nothing of ours was written (ending drops the writes); no renewal either.
+            if let Some(previous) = previous {
+                if let Err(error) = shared.placement.end(previous, token.as_deref()).await {
+                    return Ok(shared.refuse_placement(&error));
+                }
+            }
+        } else if !minted_ours {
             if let Some(draft) = previous.and_then(|s| shared.renewal(s)) {
                 let renewed = match shared.mint(draft).await {
                     Ok(renewed) => renewed,
