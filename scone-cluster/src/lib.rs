@@ -44,7 +44,7 @@
 //!   under the service's keys and is newer than what the node holds, so a process
 //!   outside the cluster cannot plant state, and a stale node that comes back cannot
 //!   overwrite newer state; a node that served a request from an old version finds out
-//!   at commit (a peer, or itself, holds newer) and the call is refused (`scone-stale`).
+//!   at commit (a peer, or itself, holds newer) and the call is refused (`superseded`), and the node takes the newer version so the next call is served from it.
 //! - **Failover**: a node that gets a token for a session it does not hold (or holds
 //!   older) fetches it from the owners the token names, then from every member, and
 //!   serves as the new primary, copying the next version to new secondaries.

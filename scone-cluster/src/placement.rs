@@ -76,21 +76,23 @@ pub struct HandOver {
 ///
 /// **Commit** (each SCONE the node mints, before the reply leaves):
 /// 1. if this node holds a version of the session at least as new, refuse
-///    (`scone-stale`): the request was served from an old version;
+///    (`superseded`): the request was served from an old version;
 /// 2. copy it to k peers at once, chosen in this order: the secondaries the request's
 ///    token named (they hold the version before), then members of other zones than
 ///    this node's, then the rest, each group in an order fixed per session (rendezvous
 ///    hashing); a peer that fails is replaced by the next candidate;
 /// 3. a peer that holds a newer version refuses the copy: then this node was behind,
-///    and the call is refused (`scone-stale`);
+///    and the call is refused (`superseded`); this node takes that peer's version, so the next call is served from it (read repair);
 /// 4. fewer than k acknowledgements: see [`Shortfall`];
 /// 5. keep it on this node, and answer with the routing token: this node as primary,
 ///    the peers that acknowledged as secondaries.
 ///
-/// **Load** (a request that carries a token and no SCONE): this node's copy if it is at
-/// least the token's version; otherwise the newest copy, at least that version, from the
-/// owners the token names that are still members, and failing those from every other
-/// member (the seeds' broadcast). What peers send is verified and kept here, and this
+/// **Load** (a request that carries a token and no SCONE): this node's copy if it is
+/// the very version the token names (same version, same digest) or newer; otherwise the
+/// newest such copy from the owners the token names that are still members, and
+/// failing those from every other member (the seeds' broadcast). A copy of the same
+/// version with another digest (left by an attempt the client gave up on) is not taken
+/// for it. What peers send is verified and kept here, and this
 /// node serves as the new primary. No copy that new anywhere: `session-unavailable`,
 /// never an older state.
 pub struct ClusterPlacement<T, M> {
@@ -258,6 +260,9 @@ impl<T: PeerTransport, M: Membership> Inner<T, M> {
                         ..
                     }) => {
                         bump(&self.counters.superseded);
+                        // This node was behind: take the peer's version, so that the
+                        // next call is served from it rather than refused the same way.
+                        self.repair_from(member, encoded).await;
                         return Err(PlacementError::Superseded(format!(
                             "node {} holds a newer version",
                             member.rpc
@@ -272,13 +277,33 @@ impl<T: PeerTransport, M: Membership> Inner<T, M> {
         Ok(acknowledged)
     }
 
-    /// The newest copy of `session`, at least version `at_least`, that `from` hold and
-    /// that verifies.
+    /// Keeps `member`'s copy of the session `refused` (a SCONE it would not take) belongs
+    /// to, if it verifies and is newer than this node's.
+    async fn repair_from(&self, member: &Member, refused: &[u8]) {
+        let Some(refused) = self.replica.verified(refused.to_vec()) else {
+            return;
+        };
+        let session = SessionId::of(&refused);
+        let newer = self
+            .fetch_newest(std::slice::from_ref(member), &session, |scone| {
+                scone.version() >= refused.version()
+            })
+            .await;
+        if let Some(newer) = newer {
+            let version = newer.version();
+            if self.replica.keep(newer).is_ok() {
+                tracing::info!(me = %self.me.rpc, peer = %member.rpc, version, "took a peer's newer version of a session");
+            }
+        }
+    }
+
+    /// The newest copy of `session` that `from` hold, that verifies and that `wanted`
+    /// accepts.
     async fn fetch_newest(
         &self,
         from: &[Member],
         session: &SessionId,
-        at_least: u64,
+        wanted: impl Fn(&Scone) -> bool,
     ) -> Option<Scone> {
         let calls = from
             .iter()
@@ -294,7 +319,7 @@ impl<T: PeerTransport, M: Membership> Inner<T, M> {
                 }
             })
             .filter_map(|bytes| self.replica.verified(bytes))
-            .filter(|scone| &SessionId::of(scone) == session && scone.version() >= at_least)
+            .filter(|scone| &SessionId::of(scone) == session && wanted(scone))
             .max_by_key(Scone::version)
     }
 }
@@ -318,7 +343,7 @@ impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
             return Ok(None);
         }
         if let Some(held) = inner.replica.store().get(session) {
-            if held.version() >= token.version {
+            if token.is_served_by(&held) {
                 bump(&inner.counters.local_loads);
                 return Ok(Some(held));
             }
@@ -329,10 +354,14 @@ impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
             .into_iter()
             .filter(|member| member.rpc != inner.me.rpc)
             .partition(|member| token.owners().any(|owner| owner == member.rpc));
-        let mut found = inner.fetch_newest(&owners, session, token.version).await;
+        let mut found = inner
+            .fetch_newest(&owners, session, |scone| token.is_served_by(scone))
+            .await;
         if found.is_none() {
             tracing::debug!(me = %inner.me.rpc, "the owners do not have the session: asking every member");
-            found = inner.fetch_newest(&rest, session, token.version).await;
+            found = inner
+                .fetch_newest(&rest, session, |scone| token.is_served_by(scone))
+                .await;
         }
         let Some(scone) = found else {
             bump(&inner.counters.unavailable);
@@ -395,6 +424,7 @@ impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
         let token = RoutingToken {
             session,
             version: minted.version(),
+            digest: crate::session::digest(minted),
             primary: inner.me.rpc,
             secondaries: acknowledged,
             required: u16::try_from(wanted).unwrap_or(u16::MAX),

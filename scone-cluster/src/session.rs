@@ -41,6 +41,10 @@ pub struct RoutingToken {
     pub session: SessionId,
     /// The version the reply was made from: a node never serves an older one.
     pub version: u64,
+    /// The first 16 bytes of the blake3 hash of that version's SCONE: a node that holds
+    /// another SCONE of the same version (left by an attempt the client gave up on)
+    /// does not take it for this one.
+    pub digest: [u8; 16],
     /// The node that served the request (its client address).
     pub primary: SocketAddr,
     /// The nodes that acknowledged a copy before the reply (their client addresses).
@@ -52,6 +56,14 @@ pub struct RoutingToken {
 
 /// The first byte of an encoded token: its format.
 const TOKEN_FORMAT: u8 = 1;
+
+/// The digest a token keeps of the SCONE it names.
+pub fn digest(scone: &Scone) -> [u8; 16] {
+    let hash = blake3::hash(scone.encoded());
+    let mut digest = [0; 16];
+    digest.copy_from_slice(&hash.as_bytes()[..16]);
+    digest
+}
 
 /// Why bytes are not a routing token.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +94,13 @@ impl RoutingToken {
         }
     }
 
+    /// Whether `scone`, a SCONE of this session, is the version this token names, or
+    /// newer.
+    pub fn is_served_by(&self, scone: &Scone) -> bool {
+        scone.version() > self.version
+            || (scone.version() == self.version && digest(scone) == self.digest)
+    }
+
     /// Whether fewer nodes than required acknowledged a copy.
     pub fn is_degraded(&self) -> bool {
         self.secondaries.len() < usize::from(self.required)
@@ -106,6 +125,7 @@ mod tests {
                 object: ObjectId(0),
             },
             version: 7,
+            digest: [9; 16],
             primary: "127.0.0.1:7001".parse().unwrap(),
             secondaries: vec!["127.0.0.1:7002".parse().unwrap()],
             required: 1,

@@ -50,7 +50,7 @@ counters! {
     acks,
     /// Calls refused because fewer peers than required acknowledged (`not-replicated`).
     not_replicated,
-    /// Calls refused because a newer version was held (`scone-stale`).
+    /// Calls refused because a newer version was held (`superseded`).
     superseded,
     /// Requests whose session this node held itself.
     local_loads,

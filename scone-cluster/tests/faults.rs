@@ -144,3 +144,37 @@ async fn a_cut_link_is_replaced_by_another_peer_and_a_lost_message_times_out() {
     assert_eq!(items(&view), [("apple", 1), ("plum", 1)]);
     let _ = stop.send(());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_behind_takes_the_newer_version_instead_of_refusing_forever() {
+    let key = SigningKey::generate().unwrap();
+    let network = MemoryNetwork::new();
+    let b = member(20_031);
+    let b_replica = replica(&key);
+    network.join(b.peer, b_replica.clone());
+    let (a, stop, a_replica) = serve_a(&key, &network, std::slice::from_ref(&b), LIMIT).await;
+    let mut client = TokenClient::new();
+    client.add(a, "apple", 1).await.unwrap();
+    let token = client.routing();
+    assert_eq!(token.secondaries, [b.rpc]);
+
+    // An attempt the client gave up on made version v + 1 elsewhere, with B as its
+    // secondary: B holds it, A still holds v.
+    let v1 = a_replica.store().get(&token.session).unwrap();
+    let mut other = CartState::default();
+    other.items.insert("apple".into(), 1);
+    other.items.insert("pear".into(), 1);
+    other.changes = 2;
+    let v2 = scone::Minter::new(key.clone())
+        .mint(v1.successor(postcard::to_allocvec(&other).unwrap()))
+        .unwrap();
+    b_replica.keep(v2).unwrap();
+
+    // Served from v, the change cannot be committed: B holds newer. A takes B's version.
+    let refusal = client.add(a, "plum", 1).await.unwrap_err();
+    assert_eq!(refusal.kind, RefusalKind::Superseded);
+    // So the next call is served from the newest version, not refused again.
+    let view = client.add(a, "plum", 1).await.unwrap();
+    assert_eq!(items(&view), [("apple", 1), ("pear", 1), ("plum", 1)]);
+    let _ = stop.send(());
+}

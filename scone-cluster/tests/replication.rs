@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use examples::cart;
-use scone::{Draft, EndpointId, Minter, RejectReason, SigningKey};
+use scone::{Draft, EndpointId, Minter, SigningKey};
 use scone_cluster::{
     ClusterConfig, PeerError, PeerTransport, ReplicaRefusal, RoutingToken, Shortfall,
     StaticMembership, TcpTransport,
@@ -249,10 +249,7 @@ async fn a_request_served_from_an_old_version_is_refused_as_stale() {
     let error = bounded(carrying.add(tarpc::context::current(), "apple".into(), 1))
         .await
         .unwrap_err();
-    assert_eq!(
-        scone_rpc::refusal(&error),
-        Some(RefusalKind::Scone(RejectReason::Stale))
-    );
+    assert_eq!(scone_rpc::refusal(&error), Some(RefusalKind::Superseded));
     let view = client.view(nodes[0].member.rpc).await.unwrap();
     assert_eq!(items(&view), [("apple", 4)]);
     for node in nodes {
@@ -381,6 +378,45 @@ async fn an_ended_session_is_gone_from_every_node_and_the_next_call_starts_anew(
             ..
         })
     ));
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_scone_of_the_same_version_is_not_taken_for_the_tokens() {
+    let key = SigningKey::generate().unwrap();
+    let nodes = cluster(3, &key, ClusterConfig::default()).await;
+    let mut client = TokenClient::new();
+    client.add(nodes[0].member.rpc, "apple", 1).await.unwrap();
+    let token = client.routing();
+    let outsider = nodes
+        .iter()
+        .find(|node| {
+            node.member.rpc != token.primary && !token.secondaries.contains(&node.member.rpc)
+        })
+        .unwrap();
+    // A fork: the same version with another state, left on the outsider (as an attempt
+    // the client gave up on could leave it).
+    let acknowledged = nodes[0].replica.store().get(&token.session).unwrap();
+    let mut fork = cart::CartState::default();
+    fork.items.insert("forged-by-a-lost-attempt".into(), 1);
+    let forked = Minter::new(key.clone())
+        .mint(
+            Draft::new(cart::service_id().unwrap(), token.session.endpoint)
+                .with_version(acknowledged.version())
+                .with_state(postcard::to_allocvec(&fork).unwrap())
+                .with_state_format(scone::StateFormat::Postcard),
+        )
+        .unwrap();
+    outsider.replica.keep(forked).unwrap();
+
+    let view = client.view(outsider.member.rpc).await.unwrap();
+    assert_eq!(
+        items(&view),
+        [("apple", 1)],
+        "the acknowledged state, fetched from an owner"
+    );
     for node in nodes {
         node.stop().await;
     }

@@ -24,7 +24,8 @@
 //! its length. `token` is a session's routing token, opaque here: a server whose
 //! placement keeps sessions (`server::placement`) gives one in its reply, and the client
 //! sends it back instead of the SCONE; otherwise it is empty. Refusal kinds 5
-//! (`session-unavailable`) and 6 (`not-replicated`) come from such a placement.
+//! (`session-unavailable`), 6 (`not-replicated`) and 7 (`superseded`) come from such a
+//! placement.
 //! A reader refuses a version it does not know; fields are only ever added behind a new
 //! version. A message with more than [`MAX_WIRE_SCONES`] SCONEs does not decode (fewer but
 //! over the receiver's bundle limits earn a typed refusal instead).
@@ -295,13 +296,17 @@ pub enum RefusalKind {
     /// The new state reached fewer replicas than required, so the change was not made
     /// durable and no reply was given for it.
     NotReplicated,
+    /// The request was served from an older version of its session than one held
+    /// elsewhere (a placement that keeps sessions on servers): its change was not made.
+    /// An earlier attempt of the same call may be what made the newer version.
+    Superseded,
 }
 
 impl RefusalKind {
     /// The stable code of this kind, in kebab case: `scone-` and the reason's code for a
     /// refused SCONE (`scone-expired`, `scone-stale`), else `unsupported-envelope`,
-    /// `wrong-service`, `bad-request`, `mint-failed`, `session-unavailable` or
-    /// `not-replicated`. What logs print and scripts match.
+    /// `wrong-service`, `bad-request`, `mint-failed`, `session-unavailable`,
+    /// `not-replicated` or `superseded`. What logs print and scripts match.
     pub fn code(self) -> std::borrow::Cow<'static, str> {
         match self {
             RefusalKind::Scone(reason) => format!("scone-{}", reason.code()).into(),
@@ -311,6 +316,7 @@ impl RefusalKind {
             RefusalKind::MintFailed => "mint-failed".into(),
             RefusalKind::SessionUnavailable => "session-unavailable".into(),
             RefusalKind::NotReplicated => "not-replicated".into(),
+            RefusalKind::Superseded => "superseded".into(),
         }
     }
 
@@ -323,6 +329,7 @@ impl RefusalKind {
             "mint-failed" => Some(RefusalKind::MintFailed),
             "session-unavailable" => Some(RefusalKind::SessionUnavailable),
             "not-replicated" => Some(RefusalKind::NotReplicated),
+            "superseded" => Some(RefusalKind::Superseded),
             _ => RejectReason::from_code(code.strip_prefix("scone-")?).map(RefusalKind::Scone),
         }
     }
@@ -338,6 +345,7 @@ impl fmt::Display for RefusalKind {
             RefusalKind::MintFailed => "could not mint the new state",
             RefusalKind::SessionUnavailable => "the session is unavailable",
             RefusalKind::NotReplicated => "the new state was not replicated",
+            RefusalKind::Superseded => "a newer version of the session exists",
         };
         write!(f, "{what} [{}]", self.code())
     }
@@ -372,6 +380,7 @@ mod tests {
                 RefusalKind::MintFailed,
                 RefusalKind::SessionUnavailable,
                 RefusalKind::NotReplicated,
+                RefusalKind::Superseded,
             ]);
         for kind in kinds {
             assert_eq!(RefusalKind::from_code(&kind.code()), Some(kind));

@@ -103,7 +103,7 @@ pub enum RetryAdvice {
 /// | the request could not be sent (`RpcError::Send`) | [`Safe`](RetryAdvice::Safe), or the [`ClientError`]'s own advice |
 /// | refused before the handler ran: `wrong-service`, `unsupported-envelope`, `session-unavailable` | [`Safe`](RetryAdvice::Safe) |
 /// | connection lost (`Shutdown`, `Channel`), `DeadlineExceeded`, any other server error | [`MayHaveRun`](RetryAdvice::MayHaveRun) |
-/// | refused after the handler ran: `mint-failed`, `not-replicated` (a replica may hold the new state) | [`MayHaveRun`](RetryAdvice::MayHaveRun) |
+/// | refused after the handler ran: `mint-failed`, `not-replicated` (a replica may hold the new state), `superseded` (an earlier attempt may have made the newer version) | [`MayHaveRun`](RetryAdvice::MayHaveRun) |
 /// | `scone-*` refusals, `bad-request` | [`Pointless`](RetryAdvice::Pointless) |
 ///
 /// ```
@@ -137,7 +137,9 @@ fn advice_for_refusal(kind: RefusalKind) -> RetryAdvice {
         RefusalKind::WrongService
         | RefusalKind::UnsupportedEnvelope
         | RefusalKind::SessionUnavailable => RetryAdvice::Safe,
-        RefusalKind::MintFailed | RefusalKind::NotReplicated => RetryAdvice::MayHaveRun,
+        RefusalKind::MintFailed | RefusalKind::NotReplicated | RefusalKind::Superseded => {
+            RetryAdvice::MayHaveRun
+        }
         RefusalKind::Scone(_) | RefusalKind::BadRequest => RetryAdvice::Pointless,
     }
 }

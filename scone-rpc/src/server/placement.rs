@@ -152,7 +152,7 @@ impl PlacementError {
             PlacementError::Unavailable(_) => RefusalKind::SessionUnavailable,
             PlacementError::NotReplicated { .. } => RefusalKind::NotReplicated,
             PlacementError::BadToken(_) => RefusalKind::BadRequest,
-            PlacementError::Superseded(_) => RefusalKind::Scone(scone::RejectReason::Stale),
+            PlacementError::Superseded(_) => RefusalKind::Superseded,
             PlacementError::Full(_) => RefusalKind::NotReplicated,
         }
     }
