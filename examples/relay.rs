@@ -19,150 +19,21 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{ExitCode, ExitStatus, Stdio};
+use std::path::Path;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use examples::cart::{self, CartClient, CartRequest, CartResponse, CartView};
-use scone::{ClientId, SigningKey};
+use examples::procs::{self, bounded, check, step, Binary, Process, TempDir, LIMIT};
+use scone::ClientId;
 use scone_rpc::SconeClient;
 use tarpc::context;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::process::{Child, ChildStdout, Command};
-
-/// Every wait for a process or a call is bounded by this.
-const LIMIT: Duration = Duration::from_secs(10);
 
 /// A thin cart client: it sends its client ID and keeps none of the SCONEs it gets back.
 type ThinCart = CartClient<SconeClient<CartRequest, CartResponse>>;
-
-/// `future`, or an error naming `what` if it takes longer than [`LIMIT`].
-async fn bounded<T>(what: &str, future: impl Future<Output = T>) -> anyhow::Result<T> {
-    tokio::time::timeout(LIMIT, future)
-        .await
-        .with_context(|| format!("{what}: nothing within {LIMIT:?}"))
-}
-
-/// Builds `scone-relay` and `cart-server` with the cargo that runs this demo, and returns
-/// their paths.
-///
-/// `cargo run` releases its build lock before it runs the example, so the demo can call
-/// cargo again; it runs the shipped binaries, built from this checkout, rather than
-/// copies of their code. They land next to the demo's own executable
-/// (`target/<profile>/examples/relay`): the relay in `target/<profile>/`, the cart
-/// server in `target/<profile>/examples/`.
-fn build_binaries() -> anyhow::Result<(PathBuf, PathBuf)> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut build = std::process::Command::new(&cargo);
-    let what = "build --quiet -p scone-router --bin scone-relay -p examples --example cart-server";
-    build.args(what.split(' '));
-    if !cfg!(debug_assertions) {
-        build.arg("--release");
-    }
-    // Without the variables `cargo run` set for this example: build scripts that watch
-    // one (ring's watches CARGO_MANIFEST_DIR) would otherwise run again, and rebuild
-    // their crates, on every alternation of `cargo run` and this build.
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        let set_by_cargo_run = name.starts_with("CARGO_PKG_")
-            || [
-                "CARGO_MANIFEST_DIR",
-                "CARGO_MANIFEST_PATH",
-                "CARGO_CRATE_NAME",
-                "CARGO_BIN_NAME",
-                "CARGO_PRIMARY_PACKAGE",
-            ]
-            .contains(&&*name);
-        if set_by_cargo_run {
-            build.env_remove(&*name);
-        }
-    }
-    let status = build.status().with_context(|| {
-        format!(
-            "could not run {cargo:?} to build the binaries (run the demo with \
-             `cargo run --example relay`, or put cargo on PATH)"
-        )
-    })?;
-    if !status.success() {
-        bail!("building scone-relay and cart-server failed ({status})");
-    }
-    let examples_dir = std::env::current_exe()?
-        .parent()
-        .context("the demo's directory")?
-        .to_owned();
-    let profile_dir = examples_dir.parent().context("the profile directory")?;
-    let exe = std::env::consts::EXE_SUFFIX;
-    let relay = profile_dir.join(format!("scone-relay{exe}"));
-    let server = examples_dir.join(format!("cart-server{exe}"));
-    for binary in [&relay, &server] {
-        if !binary.is_file() {
-            bail!("{} is not there after the build", binary.display());
-        }
-    }
-    Ok((relay, server))
-}
-
-/// A process the demo started: SIGKILLed when dropped, so none outlives the demo.
-struct Process {
-    name: String,
-    child: Child,
-    /// Its standard output, kept open after the lines the demo read.
-    _stdout: Lines<BufReader<ChildStdout>>,
-}
-
-impl Process {
-    /// Starts `program` with `args` and reads its standard output up to the first line
-    /// that satisfies `ready`; returns the process and the lines read.
-    async fn start(
-        name: &str,
-        program: &Path,
-        args: &[String],
-        ready: impl Fn(&str) -> bool,
-    ) -> anyhow::Result<(Self, Vec<String>)> {
-        let mut child = Command::new(program)
-            .args(args)
-            // Quiet, but their warnings and errors show on the demo's standard error.
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("could not start {}", program.display()))?;
-        let mut stdout = BufReader::new(child.stdout.take().context("stdout")?).lines();
-        let mut lines = Vec::new();
-        loop {
-            let line = bounded(name, stdout.next_line())
-                .await??
-                .with_context(|| format!("{name} exited before it was ready"))?;
-            let done = ready(&line);
-            lines.push(line);
-            if done {
-                break;
-            }
-        }
-        let process = Self {
-            name: name.to_owned(),
-            child,
-            _stdout: stdout,
-        };
-        Ok((process, lines))
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id().unwrap_or(0)
-    }
-
-    /// Kills it with SIGKILL (a crash: it gets no chance to save or hand over anything)
-    /// and waits for it to be gone.
-    async fn kill(mut self) -> anyhow::Result<ExitStatus> {
-        self.child.start_kill()?;
-        let status = bounded(&self.name, self.child.wait()).await??;
-        Ok(status)
-    }
-}
 
 /// One `scone-relay` process and the addresses it printed.
 struct Relay {
@@ -320,18 +191,6 @@ async fn thin_client(relay: &Relay, client: ClientId) -> anyhow::Result<ThinCart
     Ok(CartClient::from(stub))
 }
 
-fn step(text: &str) {
-    println!("\n== {text}");
-}
-
-fn check(name: &str, ok: bool, detail: impl std::fmt::Display) -> anyhow::Result<()> {
-    if !ok {
-        bail!("check failed: {name}: {detail}");
-    }
-    println!("   ok: {name}");
-    Ok(())
-}
-
 fn show(view: &CartView) -> String {
     let items: Vec<String> = view
         .items
@@ -359,34 +218,14 @@ async fn call(
     Ok(view)
 }
 
-/// A directory for the demo's key and secret files, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> anyhow::Result<Self> {
-        let path = std::env::temp_dir().join(format!("scone-relay-demo-{}", std::process::id()));
-        std::fs::create_dir_all(&path)
-            .with_context(|| format!("could not create {}", path.display()))?;
-        Ok(Self(path))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 async fn run(relay_bin: &Path, server_bin: &Path) -> anyhow::Result<()> {
     let started = Instant::now();
-    let dir = TempDir::new()?;
+    let dir = TempDir::new("relay-demo")?;
 
     step("2. Make the cart service's signing key and the mesh secret");
-    let key = SigningKey::generate()?;
-    let key_file = dir.0.join("cart.key");
-    key.save(&key_file, true)?;
+    let (key, key_file) = procs::signing_key(&dir)?;
     // 32 random bytes in hex, as the relays read it: two random client IDs make 32.
-    let secret_file = dir.0.join("mesh.secret");
+    let secret_file = dir.path().join("mesh.secret");
     std::fs::write(
         &secret_file,
         format!("{}{}\n", ClientId::random()?, ClientId::random()?),
@@ -596,9 +435,14 @@ async fn run(relay_bin: &Path, server_bin: &Path) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     step("1. Build scone-relay and cart-server");
-    let result = build_binaries().and_then(|(relay, server)| {
+    let result = procs::build(&[
+        Binary::bin("scone-router", "scone-relay"),
+        Binary::example("examples", "cart-server"),
+    ])
+    .and_then(|binaries| {
+        let (relay, server) = (&binaries[0], &binaries[1]);
         println!("   {}\n   {}", relay.display(), server.display());
-        tokio::runtime::Runtime::new()?.block_on(run(&relay, &server))
+        tokio::runtime::Runtime::new()?.block_on(run(relay, server))
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

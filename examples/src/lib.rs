@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`cart`]: a shopping cart whose servers keep no per-client state.
 //! - [`tiers`]: a wallet front-end over a ledger back-end; the client holds both states.
+//! - [`procs`]: what the demos that run real processes share (build, start, kill).
 
 pub mod cart;
+pub mod procs;
 pub mod tiers;
