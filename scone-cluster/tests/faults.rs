@@ -41,11 +41,22 @@ async fn serve_a(
     others: &[Member],
     timeout: Duration,
 ) -> (SocketAddr, oneshot::Sender<()>, Replica) {
+    serve_a_in(None, key, network, others, timeout).await
+}
+
+/// [`serve_a`], with A in `zone`.
+async fn serve_a_in(
+    zone: Option<&str>,
+    key: &SigningKey,
+    network: &MemoryNetwork,
+    others: &[Member],
+    timeout: Duration,
+) -> (SocketAddr, oneshot::Sender<()>, Replica) {
     let listener = loopback().await;
     let me = Member {
         rpc: listener.local_addr().unwrap(),
         peer: "127.0.0.1:1".parse().unwrap(),
-        zone: None,
+        zone: zone.map(str::to_owned),
     };
     let mut members = vec![me.clone()];
     members.extend(others.iter().cloned());
@@ -176,5 +187,37 @@ async fn a_node_behind_takes_the_newer_version_instead_of_refusing_forever() {
     // So the next call is served from the newest version, not refused again.
     let view = client.add(a, "plum", 1).await.unwrap();
     assert_eq!(items(&view), [("apple", 1), ("pear", 1), ("plum", 1)]);
+    let _ = stop.send(());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_go_to_another_zone_first() {
+    let key = SigningKey::generate().unwrap();
+    let network = MemoryNetwork::new();
+    let in_zone = |port, zone: &str| Member {
+        zone: Some(zone.to_owned()),
+        ..member(port)
+    };
+    // Two peers share A's zone, one is elsewhere: every session's copy goes there.
+    let peers = [
+        in_zone(20_041, "z1"),
+        in_zone(20_051, "z1"),
+        in_zone(20_061, "z2"),
+    ];
+    for peer in &peers {
+        network.join(peer.peer, replica(&key));
+    }
+    let (a, stop, _) = serve_a_in(Some("z1"), &key, &network, &peers, LIMIT).await;
+    for _ in 0..8 {
+        let mut client = TokenClient::new();
+        client.client = scone::ClientId::random().unwrap();
+        client.add(a, "apple", 1).await.unwrap();
+        assert_eq!(client.routing().secondaries, [peers[2].rpc]);
+    }
+    // That zone gone: a peer of A's own zone takes the copy.
+    network.crash(peers[2].peer);
+    let mut client = TokenClient::new();
+    client.add(a, "apple", 1).await.unwrap();
+    assert!(client.routing().secondaries[0] != peers[2].rpc);
     let _ = stop.send(());
 }
