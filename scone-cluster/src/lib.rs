@@ -58,8 +58,14 @@
 //! or a fixed list ([`StaticMembership`]). A [`ClusterNode`] wires a node together and,
 //! leaving gracefully, first copies its sessions to other members.
 //!
+//! **One request at a time per session** on the node that serves it (a lock held from
+//! load to reply, bounded by the request's deadline: `busy` past it), so requests that
+//! share a session follow each other instead of forking it. A handler can **end** its
+//! session (`end_session`): every member drops it.
+//!
 //! Not covered yet: deltas (the commit receives them, peers get whole SCONEs),
-//! batching, locks, delete commands, TLS or authentication on peer links and gossip
+//! batching, re-replication after a member dies (until the session's next change, or a
+//! graceful hand-over), TLS or authentication on peer links and gossip
 //! (peers verify every SCONE they take, but anyone who reaches the ports can announce a
 //! member or read a session it can name: keep them on a private network).
 //!
@@ -79,6 +85,7 @@
 #![deny(missing_docs)]
 
 pub mod client;
+mod locks;
 pub mod membership;
 pub mod node;
 pub mod placement;
@@ -89,6 +96,7 @@ pub mod store;
 pub mod transport;
 
 pub use crate::client::{ClusterChannel, ClusterClientConfig};
+pub use crate::locks::SessionLease;
 pub use crate::membership::gossip::{GossipConfig, GossipError, GossipMembership};
 pub use crate::membership::{Member, Membership, StaticMembership};
 pub use crate::node::{ClusterNode, NodeConfig};

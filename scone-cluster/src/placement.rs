@@ -9,6 +9,7 @@ use futures::future::join_all;
 use scone::{Scone, ServiceId};
 use scone_rpc::server::placement::{Commit, Committed, Placement, PlacementError};
 
+use crate::locks::{SessionLease, SessionLocks};
 use crate::membership::{Member, Membership};
 use crate::replica::{Replica, ReplicaRefusal};
 use crate::session::{RoutingToken, SessionId};
@@ -87,6 +88,15 @@ pub struct HandOver {
 /// 5. keep it on this node, and answer with the routing token: this node as primary,
 ///    the peers that acknowledged as secondaries.
 ///
+/// **One request at a time per session**: a request that carries a token holds its
+/// session's lock on this node from load until its reply is made; other requests on
+/// the session wait for it, each up to its own deadline (then `busy`, safe to retry).
+/// So concurrent requests sharing a session are serialized at the node they reach (the
+/// primary, when they follow the token), each served from the version the one before
+/// made, none refused for having started from the same version. The lock is a lease:
+/// it goes with the request's future, which tarpc drops at the request's deadline, so a
+/// holder that hangs blocks the others no longer than that.
+///
 /// **Load** (a request that carries a token and no SCONE): this node's copy if it is
 /// the very version the token names (same version, same digest) or newer; otherwise the
 /// newest such copy from the owners the token names that are still members, and
@@ -110,6 +120,8 @@ struct Inner<T, M> {
     membership: M,
     config: ClusterConfig,
     counters: crate::stats::Counters,
+    /// Sessions being served here, one request at a time.
+    locks: Arc<SessionLocks>,
 }
 
 impl<T, M> Clone for ClusterPlacement<T, M> {
@@ -147,6 +159,7 @@ impl<T: PeerTransport, M: Membership> ClusterPlacement<T, M> {
                 membership,
                 config,
                 counters: Default::default(),
+                locks: Arc::default(),
             }),
         }
     }
@@ -203,6 +216,7 @@ impl<T: PeerTransport, M: Membership> ClusterPlacement<T, M> {
         stats.takeovers = own.takeovers;
         stats.unavailable = own.unavailable;
         stats.ended = own.ended;
+        stats.busy = own.busy;
         stats
     }
 }
@@ -325,11 +339,15 @@ impl<T: PeerTransport, M: Membership> Inner<T, M> {
 }
 
 impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
+    /// The session's lock on this node, for requests that carry a token.
+    type Lease = Option<SessionLease>;
+
     async fn load(
         &self,
         service: &ServiceId,
         token: &[u8],
-    ) -> Result<Option<Scone>, PlacementError> {
+        deadline: std::time::Instant,
+    ) -> Result<(Option<Scone>, Self::Lease), PlacementError> {
         let inner = &*self.inner;
         let token = RoutingToken::decode(token)
             .map_err(|error| PlacementError::BadToken(error.to_string()))?;
@@ -338,14 +356,23 @@ impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
             return Err(PlacementError::BadToken(detail));
         }
         let session = &token.session;
+        // One request of a session at a time: the next one is served from this one's
+        // version, rather than from the same one and refused at commit.
+        let Some(lease) = inner.locks.lock(session, deadline).await else {
+            bump(&inner.counters.busy);
+            return Err(PlacementError::Busy(
+                "other requests on the session held it past this one's deadline".into(),
+            ));
+        };
+        let lease = Some(lease);
         if inner.replica.store().is_ended(session) {
             // Ended here: the handler starts a new session.
-            return Ok(None);
+            return Ok((None, lease));
         }
         if let Some(held) = inner.replica.store().get(session) {
             if token.is_served_by(&held) {
                 bump(&inner.counters.local_loads);
-                return Ok(Some(held));
+                return Ok((Some(held), lease));
             }
         }
         // The owners the token names first, then everyone else.
@@ -375,7 +402,7 @@ impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
         let _ = inner.replica.keep(scone.clone());
         bump(&inner.counters.takeovers);
         tracing::debug!(me = %inner.me.rpc, version = scone.version(), "fetched a session from a peer");
-        Ok(Some(scone))
+        Ok((Some(scone), lease))
     }
 
     async fn commit(&self, commit: Commit<'_>) -> Result<Committed, PlacementError> {

@@ -61,6 +61,8 @@ counters! {
     unavailable,
     /// Sessions a handler ended here (dropped on every member that answered).
     ended,
+    /// Requests refused because their session stayed locked past their deadline (`busy`).
+    busy,
     /// Copies from peers this node kept.
     copies_kept,
     /// Copies from peers this node refused (forged, stale, expired, or full).

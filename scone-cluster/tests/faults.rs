@@ -221,3 +221,110 @@ async fn copies_go_to_another_zone_first() {
     assert!(client.routing().secondaries[0] != peers[2].rpc);
     let _ = stop.send(());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_on_one_session_are_serialized_and_none_is_lost() {
+    const CLIENTS: usize = 8;
+    const ITEMS: usize = 200;
+    let key = SigningKey::generate().unwrap();
+    let network = MemoryNetwork::new();
+    // Each copy takes a moment on the wire, so requests in flight overlap at the node
+    // (without a lock, they would run from the same version and all but one be refused).
+    network.set_delay(Duration::from_millis(2));
+    let b = member(20_071);
+    let b_replica = replica(&key);
+    network.join(b.peer, b_replica.clone());
+    let (a, stop, a_replica) = serve_a(&key, &network, std::slice::from_ref(&b), LIMIT).await;
+    let mut first = TokenClient::new();
+    first.add(a, "start", 1).await.unwrap();
+    let shared = first.token.clone();
+
+    // Eight clients share the session (the same token) and add 200 distinct items each,
+    // all at once.
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|client| {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let mut session = TokenClient::new();
+                session.token = shared;
+                let mut acknowledged = Vec::new();
+                let mut refused = Vec::new();
+                for item in 0..ITEMS {
+                    let name = format!("c{client}-i{item}");
+                    match session.add(a, &name, 1).await {
+                        Ok(_) => acknowledged.push(name),
+                        Err(refusal) => refused.push(refusal.kind),
+                    }
+                }
+                (acknowledged, refused)
+            })
+        })
+        .collect();
+    // 1,600 calls one after another on one session: longer than one call's bound.
+    let mut acknowledged = Vec::new();
+    for task in tasks {
+        let (mine, refused) = tokio::time::timeout(12 * LIMIT, task)
+            .await
+            .expect("the clients finished in time")
+            .unwrap();
+        assert!(refused.is_empty(), "refused: {refused:?}");
+        acknowledged.extend(mine);
+    }
+    assert_eq!(
+        acknowledged.len(),
+        CLIENTS * ITEMS,
+        "every call went through"
+    );
+
+    // Every acknowledged item is in the newest version, on A and on B.
+    let session = first.routing().session;
+    for holder in [&a_replica, &b_replica] {
+        let newest = holder.store().get(&session).unwrap();
+        let cart: CartState = postcard::from_bytes(newest.state()).unwrap();
+        for item in &acknowledged {
+            assert_eq!(cart.items.get(item), Some(&1), "{item} missing");
+        }
+    }
+    let _ = stop.send(());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_request_on_a_session_waits_for_the_first_instead_of_forking_it() {
+    let key = SigningKey::generate().unwrap();
+    let network = MemoryNetwork::new();
+    let b = member(20_081);
+    network.join(b.peer, replica(&key));
+    let (a, stop, _) = serve_a(&key, &network, std::slice::from_ref(&b), LIMIT).await;
+    let mut first = TokenClient::new();
+    first.add(a, "apple", 1).await.unwrap();
+    let shared = first.token.clone();
+
+    // The first request is held at its copy (B keeps it, its answer waits)...
+    let gate = network.hold_acks(b.peer);
+    let one = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut client = TokenClient::new();
+            client.token = shared;
+            client.add(a, "pear", 1).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // ...while a second one on the same session comes in.
+    let two = tokio::spawn(async move {
+        let mut client = TokenClient::new();
+        client.token = shared;
+        client.add(a, "plum", 1).await
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!two.is_finished(), "the second request waits for the first");
+    gate.release(2);
+    let one = bounded(one).await.unwrap().expect("the first went through");
+    let two = bounded(two)
+        .await
+        .unwrap()
+        .expect("the second went through, after it");
+    assert_eq!(items(&one), [("apple", 1), ("pear", 1)]);
+    assert_eq!(items(&two), [("apple", 1), ("pear", 1), ("plum", 1)]);
+    let _ = stop.send(());
+}

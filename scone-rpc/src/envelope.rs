@@ -24,8 +24,8 @@
 //! its length. `token` is a session's routing token, opaque here: a server whose
 //! placement keeps sessions (`server::placement`) gives one in its reply, and the client
 //! sends it back instead of the SCONE; otherwise it is empty. Refusal kinds 5
-//! (`session-unavailable`), 6 (`not-replicated`) and 7 (`superseded`) come from such a
-//! placement.
+//! (`session-unavailable`), 6 (`not-replicated`), 7 (`superseded`) and 8 (`busy`) come
+//! from such a placement.
 //! A reader refuses a version it does not know; fields are only ever added behind a new
 //! version. A message with more than [`MAX_WIRE_SCONES`] SCONEs does not decode (fewer but
 //! over the receiver's bundle limits earn a typed refusal instead).
@@ -300,13 +300,16 @@ pub enum RefusalKind {
     /// elsewhere (a placement that keeps sessions on servers): its change was not made.
     /// An earlier attempt of the same call may be what made the newer version.
     Superseded,
+    /// The session stayed locked by other requests past this request's deadline (a
+    /// placement that runs one request of a session at a time): the call did not run.
+    Busy,
 }
 
 impl RefusalKind {
     /// The stable code of this kind, in kebab case: `scone-` and the reason's code for a
     /// refused SCONE (`scone-expired`, `scone-stale`), else `unsupported-envelope`,
     /// `wrong-service`, `bad-request`, `mint-failed`, `session-unavailable`,
-    /// `not-replicated` or `superseded`. What logs print and scripts match.
+    /// `not-replicated`, `superseded` or `busy`. What logs print and scripts match.
     pub fn code(self) -> std::borrow::Cow<'static, str> {
         match self {
             RefusalKind::Scone(reason) => format!("scone-{}", reason.code()).into(),
@@ -317,6 +320,7 @@ impl RefusalKind {
             RefusalKind::SessionUnavailable => "session-unavailable".into(),
             RefusalKind::NotReplicated => "not-replicated".into(),
             RefusalKind::Superseded => "superseded".into(),
+            RefusalKind::Busy => "busy".into(),
         }
     }
 
@@ -330,6 +334,7 @@ impl RefusalKind {
             "session-unavailable" => Some(RefusalKind::SessionUnavailable),
             "not-replicated" => Some(RefusalKind::NotReplicated),
             "superseded" => Some(RefusalKind::Superseded),
+            "busy" => Some(RefusalKind::Busy),
             _ => RejectReason::from_code(code.strip_prefix("scone-")?).map(RefusalKind::Scone),
         }
     }
@@ -346,6 +351,7 @@ impl fmt::Display for RefusalKind {
             RefusalKind::SessionUnavailable => "the session is unavailable",
             RefusalKind::NotReplicated => "the new state was not replicated",
             RefusalKind::Superseded => "a newer version of the session exists",
+            RefusalKind::Busy => "the session is busy",
         };
         write!(f, "{what} [{}]", self.code())
     }
@@ -381,6 +387,7 @@ mod tests {
                 RefusalKind::SessionUnavailable,
                 RefusalKind::NotReplicated,
                 RefusalKind::Superseded,
+                RefusalKind::Busy,
             ]);
         for kind in kinds {
             assert_eq!(RefusalKind::from_code(&kind.code()), Some(kind));

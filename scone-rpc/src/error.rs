@@ -101,7 +101,7 @@ pub enum RetryAdvice {
 /// | error | advice |
 /// |---|---|
 /// | the request could not be sent (`RpcError::Send`) | [`Safe`](RetryAdvice::Safe), or the [`ClientError`]'s own advice |
-/// | refused before the handler ran: `wrong-service`, `unsupported-envelope`, `session-unavailable` | [`Safe`](RetryAdvice::Safe) |
+/// | refused before the handler ran: `wrong-service`, `unsupported-envelope`, `session-unavailable`, `busy` | [`Safe`](RetryAdvice::Safe) |
 /// | connection lost (`Shutdown`, `Channel`), `DeadlineExceeded`, any other server error | [`MayHaveRun`](RetryAdvice::MayHaveRun) |
 /// | refused after the handler ran: `mint-failed`, `not-replicated` (a replica may hold the new state), `superseded` (an earlier attempt may have made the newer version) | [`MayHaveRun`](RetryAdvice::MayHaveRun) |
 /// | `scone-*` refusals, `bad-request` | [`Pointless`](RetryAdvice::Pointless) |
@@ -136,7 +136,8 @@ fn advice_for_refusal(kind: RefusalKind) -> RetryAdvice {
     match kind {
         RefusalKind::WrongService
         | RefusalKind::UnsupportedEnvelope
-        | RefusalKind::SessionUnavailable => RetryAdvice::Safe,
+        | RefusalKind::SessionUnavailable
+        | RefusalKind::Busy => RetryAdvice::Safe,
         RefusalKind::MintFailed | RefusalKind::NotReplicated | RefusalKind::Superseded => {
             RetryAdvice::MayHaveRun
         }

@@ -44,15 +44,18 @@ struct Kept {
 }
 
 impl Placement for Kept {
+    type Lease = ();
+
     async fn load(
         &self,
         _service: &ServiceId,
         token: &[u8],
-    ) -> Result<Option<Scone>, PlacementError> {
+        _deadline: std::time::Instant,
+    ) -> Result<(Option<Scone>, ()), PlacementError> {
         if let Some(planted) = self.planted.lock().unwrap().clone() {
-            return Ok(Some(planted));
+            return Ok((Some(planted), ()));
         }
-        Ok(self.held.lock().unwrap().get(token).cloned())
+        Ok((self.held.lock().unwrap().get(token).cloned(), ()))
     }
 
     async fn commit(&self, commit: Commit<'_>) -> Result<Committed, PlacementError> {

@@ -140,6 +140,8 @@ pub async fn cluster(n: usize, key: &SigningKey, config: ClusterConfig) -> Vec<N
 pub struct TokenClient {
     pub client: ClientId,
     pub token: Option<Box<[u8]>>,
+    /// The last node called, and the connection to it.
+    channel: Option<(SocketAddr, scone_rpc::client::SconeChannel)>,
 }
 
 impl TokenClient {
@@ -147,6 +149,7 @@ impl TokenClient {
         Self {
             client: ClientId::from_bytes([5; 16]),
             token: None,
+            channel: None,
         }
     }
 
@@ -157,7 +160,14 @@ impl TokenClient {
 
     /// Sends `request` to the node at `addr`; keeps the reply's token.
     pub async fn call(&mut self, addr: SocketAddr, request: CartRequest) -> ResponseEnvelope {
-        let channel = bounded(scone_rpc::client::connect(addr)).await.unwrap();
+        let channel = match &self.channel {
+            Some((open, channel)) if *open == addr => channel.clone(),
+            _ => {
+                let channel = bounded(scone_rpc::client::connect(addr)).await.unwrap();
+                self.channel = Some((addr, channel.clone()));
+                channel
+            }
+        };
         let envelope = RequestEnvelope {
             version: ENVELOPE_VERSION,
             client: self.client,

@@ -36,15 +36,23 @@ use crate::envelope::RefusalKind;
 /// Implementations are shared by every request of a server (`Send + Sync`), and their
 /// futures run on its workers (`Send`).
 pub trait Placement: Send + Sync + 'static {
+    /// What a loaded request holds until it ends (its reply sent, or its future
+    /// dropped): a lock on its session, say, so that requests on one session run one at
+    /// a time. `()` for none.
+    type Lease: Send + 'static;
+
     /// The state of a request that carries routing token `token` and no SCONE of
-    /// `service`: `Ok(None)` when there is none (the handler starts a new session), or an
-    /// error that refuses the call ([`PlacementError::Unavailable`] when the owners the
-    /// token names cannot be reached).
+    /// `service`: `None` when there is none (the handler starts a new session), with the
+    /// lease the request holds until it ends; or an error that refuses the call
+    /// ([`PlacementError::Unavailable`] when the owners the token names cannot be
+    /// reached, [`PlacementError::Busy`] when the session stays locked past
+    /// `deadline`, the request's own).
     fn load(
         &self,
         service: &ServiceId,
         token: &[u8],
-    ) -> impl Future<Output = Result<Option<Scone>, PlacementError>> + Send;
+        deadline: std::time::Instant,
+    ) -> impl Future<Output = Result<(Option<Scone>, Self::Lease), PlacementError>> + Send;
 
     /// Keeps a SCONE the server just minted, before the reply leaves.
     fn commit(
@@ -143,6 +151,9 @@ pub enum PlacementError {
     /// The node cannot keep another session.
     #[error("no room for the session: {0}")]
     Full(String),
+    /// The session stayed locked by other requests past this request's deadline.
+    #[error("the session is busy: {0}")]
+    Busy(String),
 }
 
 impl PlacementError {
@@ -154,6 +165,7 @@ impl PlacementError {
             PlacementError::BadToken(_) => RefusalKind::BadRequest,
             PlacementError::Superseded(_) => RefusalKind::Superseded,
             PlacementError::Full(_) => RefusalKind::NotReplicated,
+            PlacementError::Busy(_) => RefusalKind::Busy,
         }
     }
 }
@@ -163,13 +175,16 @@ impl PlacementError {
 pub struct ClientHeld;
 
 impl Placement for ClientHeld {
+    type Lease = ();
+
     /// A token means nothing here: the request is served with the SCONEs it carries.
     fn load(
         &self,
         _service: &ServiceId,
         _token: &[u8],
-    ) -> impl Future<Output = Result<Option<Scone>, PlacementError>> + Send {
-        ready(Ok(None))
+        _deadline: std::time::Instant,
+    ) -> impl Future<Output = Result<(Option<Scone>, ()), PlacementError>> + Send {
+        ready(Ok((None, ())))
     }
 
     fn commit(

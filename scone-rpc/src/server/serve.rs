@@ -339,17 +339,23 @@ impl<P: Placement> Shared<P> {
 
     /// For a request that carried routing token `token`: if it carried no SCONE of this
     /// service, the one the placement holds (if any), admitted like a carried one.
-    async fn load(&self, scope: &mut SconeContext, token: &[u8]) -> Result<(), ResponseEnvelope> {
+    async fn load(
+        &self,
+        scope: &mut SconeContext,
+        token: &[u8],
+        deadline: std::time::Instant,
+    ) -> Result<Option<P::Lease>, ResponseEnvelope> {
         if scope.incoming().get(&self.service).is_some() {
-            return Ok(());
+            return Ok(None);
         }
-        let loaded = self
+        let (loaded, lease) = self
             .placement
-            .load(&self.service, token)
+            .load(&self.service, token, deadline)
             .await
             .map_err(|error| self.refuse_placement(&error))?;
+        let lease = Some(lease);
         let Some(scone) = loaded else {
-            return Ok(());
+            return Ok(lease);
         };
         if scone.service() != &self.service {
             let detail = format!("the placement loaded a scone of {}", scone.service());
@@ -373,7 +379,7 @@ impl<P: Placement> Shared<P> {
             let detail = "the loaded state is sealed, and this server does not seal";
             return Err(self.refuse(RefusalKind::Scone(RejectReason::Malformed), detail));
         }
-        Ok(())
+        Ok(lease)
     }
 
     /// Hands `commit` to the placement; sets `reply_token` to the token it gives, and
@@ -509,11 +515,16 @@ where
         async move {
             match admitted {
                 Ok((mut scope, inner_request)) => {
-                    if let Some(token) = &token {
-                        if let Err(refusal) = self.shared.load(&mut scope, token).await {
-                            return Ok(refusal);
+                    // Held until the reply is made (or the request is dropped).
+                    let _lease = match &token {
+                        Some(token) => {
+                            match self.shared.load(&mut scope, token, ctx.deadline).await {
+                                Ok(lease) => lease,
+                                Err(refusal) => return Ok(refusal),
+                            }
                         }
-                    }
+                        None => None,
+                    };
                     self.run(ctx, scope, inner_request, token).await
                 }
                 Err(refusal) => Ok(refusal),
