@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use scone::{KeyRing, Scone, Verifier, VerifierConfig};
+use scone::{KeyRing, Scone, VerifiedRoots, Verifier, VerifierConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::session::SessionId;
@@ -33,11 +33,20 @@ pub enum ReplicaRefusal {
     Ended,
 }
 
+/// Signature roots a replica remembers as verified.
+const VERIFIED_ROOTS: std::num::NonZeroUsize = match std::num::NonZeroUsize::new(4096) {
+    Some(count) => count,
+    None => std::num::NonZeroUsize::MIN,
+};
+
 /// Checks and keeps what peers send. Cloning shares it.
 #[derive(Clone, Debug)]
 pub struct Replica {
     store: SessionStore,
     counters: Arc<Counters>,
+    /// Merkle roots already verified: copies the primary signed in one group cost one
+    /// signature check here, not one each.
+    roots: Arc<VerifiedRoots>,
     verifier: Arc<Verifier>,
     max_scone_bytes: usize,
 }
@@ -50,6 +59,7 @@ impl Replica {
         Self {
             store,
             counters: Arc::default(),
+            roots: Arc::new(VerifiedRoots::new(VERIFIED_ROOTS)),
             max_scone_bytes: config.max_scone_bytes,
             verifier: Arc::new(Verifier::new(keys).with_config(config)),
         }
@@ -67,7 +77,7 @@ impl Replica {
     /// `bytes` as a SCONE that verifies, or `None`.
     pub fn verified(&self, bytes: Vec<u8>) -> Option<Scone> {
         let scone = Scone::decode_with_limit(bytes, self.max_scone_bytes).ok()?;
-        self.verifier.verify(&scone).ok()?;
+        self.verifier.verify_caching(&scone, &self.roots).ok()?;
         Some(scone)
     }
 
