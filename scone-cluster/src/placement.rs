@@ -217,6 +217,7 @@ impl<T: PeerTransport, M: Membership> ClusterPlacement<T, M> {
         stats.unavailable = own.unavailable;
         stats.ended = own.ended;
         stats.busy = own.busy;
+        stats.too_late = own.too_late;
         stats
     }
 }
@@ -416,6 +417,15 @@ impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
                     "this node holds version {held}, the request was served from an older one"
                 )));
             }
+        }
+        // A request whose client gave up (its deadline passed: say this node was paused or
+        // slow) may be running again elsewhere from the same version: making its change
+        // durable now would fork the session. It is dropped instead.
+        if std::time::Instant::now() >= commit.deadline {
+            bump(&inner.counters.too_late);
+            return Err(PlacementError::Busy(
+                "the request's deadline passed before its change was copied".into(),
+            ));
         }
         let token_in = commit
             .token

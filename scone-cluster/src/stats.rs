@@ -63,6 +63,8 @@ counters! {
     ended,
     /// Requests refused because their session stayed locked past their deadline (`busy`).
     busy,
+    /// Changes dropped at commit because their request's deadline had passed.
+    too_late,
     /// Copies from peers this node kept.
     copies_kept,
     /// Copies from peers this node refused (forged, stale, expired, or full).

@@ -95,6 +95,9 @@ pub struct Commit<'a> {
     pub delta: Option<&'a [u8]>,
     /// The routing token the request carried, if any.
     pub token: Option<&'a [u8]>,
+    /// The request's deadline: past it, its client has given up (and may be sending it
+    /// elsewhere), so a placement should not make its change durable any more.
+    pub deadline: std::time::Instant,
 }
 
 /// What a [`Placement`] did with a minted SCONE.

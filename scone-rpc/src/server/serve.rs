@@ -586,6 +586,7 @@ where
                 previous,
                 delta: delta.as_deref(),
                 token: token.as_deref(),
+                deadline: ctx.deadline,
             };
             match shared.commit(commit, &mut reply_token).await {
                 Ok(true) => scones.push(minted.into_encoded()),
@@ -612,6 +613,7 @@ where
                     previous,
                     delta: None,
                     token: token.as_deref(),
+                    deadline: ctx.deadline,
                 };
                 match shared.commit(commit, &mut reply_token).await {
                     Ok(true) => scones.push(renewed.into_encoded()),
