@@ -78,12 +78,39 @@ impl Binary {
 /// (`target/<profile>/examples/DEMO`): binaries in `target/<profile>/`, examples in
 /// `target/<profile>/examples/`. Call it from an example run by `cargo run --example`.
 pub fn build(binaries: &[Binary]) -> anyhow::Result<Vec<PathBuf>> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let exe = std::env::current_exe()?;
     let demo = exe
         .file_stem()
         .map(|stem| stem.to_string_lossy().into_owned())
         .unwrap_or_else(|| "DEMO".into());
+    cargo_build(
+        binaries,
+        &format!("run the demo with `cargo run --example {demo}`"),
+    )?;
+    let examples_dir = exe.parent().context("the demo's directory")?.to_owned();
+    let profile_dir = examples_dir.parent().context("the profile directory")?;
+    locate(binaries, profile_dir, &examples_dir)
+}
+
+/// [`build`], for an integration test run by `cargo test`: builds `binaries` with the
+/// cargo that runs the test, in the test's profile, and returns their paths, in the
+/// same order.
+///
+/// `cargo test` releases its build lock before it runs the tests, as `cargo run` does.
+/// A test's executable is `target/<profile>/deps/TEST-HASH`: binaries land in
+/// `target/<profile>/`, examples in `target/<profile>/examples/`.
+pub fn build_for_test(binaries: &[Binary]) -> anyhow::Result<Vec<PathBuf>> {
+    let exe = std::env::current_exe()?;
+    cargo_build(binaries, "run the test with `cargo test`")?;
+    let deps_dir = exe.parent().context("the test's directory")?;
+    let profile_dir = deps_dir.parent().context("the profile directory")?;
+    locate(binaries, profile_dir, &profile_dir.join("examples"))
+}
+
+/// Runs `cargo build` for `binaries` (see [`build`]); `hint` says how to run the caller
+/// if cargo cannot be started.
+fn cargo_build(binaries: &[Binary], hint: &str) -> anyhow::Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = std::process::Command::new(&cargo);
     build.args(["build", "--quiet"]);
     for binary in binaries {
@@ -114,21 +141,26 @@ pub fn build(binaries: &[Binary]) -> anyhow::Result<Vec<PathBuf>> {
     let names: Vec<&str> = binaries.iter().map(|binary| binary.name).collect();
     let names = names.join(" and ");
     let status = build.status().with_context(|| {
-        format!(
-            "could not run {cargo:?} to build {names} (run the demo with \
-             `cargo run --example {demo}`, or put cargo on PATH)"
-        )
+        format!("could not run {cargo:?} to build {names} ({hint}, or put cargo on PATH)")
     })?;
     if !status.success() {
         bail!("building {names} failed ({status})");
     }
-    let examples_dir = exe.parent().context("the demo's directory")?.to_owned();
-    let profile_dir = examples_dir.parent().context("the profile directory")?;
+    Ok(())
+}
+
+/// Where `binaries` are after a build: binaries in `profile_dir`, examples in
+/// `examples_dir`.
+fn locate(
+    binaries: &[Binary],
+    profile_dir: &Path,
+    examples_dir: &Path,
+) -> anyhow::Result<Vec<PathBuf>> {
     let suffix = std::env::consts::EXE_SUFFIX;
     let mut paths = Vec::with_capacity(binaries.len());
     for binary in binaries {
         let dir = if binary.example {
-            &examples_dir
+            examples_dir
         } else {
             profile_dir
         };
