@@ -87,12 +87,7 @@ async fn a_node_that_holds_nothing_fetches_from_the_owners() {
     let mut client = TokenClient::new();
     client.add(nodes[0].member.rpc, "apple", 2).await.unwrap();
     let token = client.routing();
-    let outsider = nodes
-        .iter()
-        .find(|node| {
-            node.member.rpc != token.primary && !token.secondaries.contains(&node.member.rpc)
-        })
-        .unwrap();
+    let outsider = outsider(&nodes, &token);
     assert_eq!(outsider.replica.store().version(&token.session), None);
 
     let view = client.view(outsider.member.rpc).await.unwrap();
@@ -115,12 +110,7 @@ async fn when_the_owners_named_are_gone_a_node_asks_every_member() {
     let mut client = TokenClient::new();
     client.add(nodes[0].member.rpc, "apple", 2).await.unwrap();
     let token = client.routing();
-    let outsider = nodes
-        .iter()
-        .find(|node| {
-            node.member.rpc != token.primary && !token.secondaries.contains(&node.member.rpc)
-        })
-        .unwrap();
+    let outsider = outsider(&nodes, &token);
 
     // A token naming owners that are not members (say, nodes that left): the node
     // asks everyone it knows.
@@ -390,12 +380,7 @@ async fn another_scone_of_the_same_version_is_not_taken_for_the_tokens() {
     let mut client = TokenClient::new();
     client.add(nodes[0].member.rpc, "apple", 1).await.unwrap();
     let token = client.routing();
-    let outsider = nodes
-        .iter()
-        .find(|node| {
-            node.member.rpc != token.primary && !token.secondaries.contains(&node.member.rpc)
-        })
-        .unwrap();
+    let outsider = outsider(&nodes, &token);
     // A fork: the same version with another state, left on the outsider (as an attempt
     // the client gave up on could leave it).
     let acknowledged = nodes[0].replica.store().get(&token.session).unwrap();

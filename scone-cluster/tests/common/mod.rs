@@ -222,3 +222,13 @@ pub fn view_of(reply: ResponseEnvelope) -> Result<CartView, Refusal> {
 pub fn items(view: &CartView) -> Vec<(&str, u32)> {
     view.items.iter().map(|(k, v)| (k.as_str(), *v)).collect()
 }
+
+/// The node of `nodes` that the token names neither as primary nor as secondary.
+pub fn outsider<'a>(nodes: &'a [Node], token: &RoutingToken) -> &'a Node {
+    nodes
+        .iter()
+        .find(|node| {
+            node.member.rpc != token.primary && !token.secondaries.contains(&node.member.rpc)
+        })
+        .expect("a node outside the session's owners")
+}
