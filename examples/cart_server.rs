@@ -65,6 +65,11 @@ struct Args {
     /// Cluster: where to serve the node's counters for Prometheus (`GET /metrics`).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
+    /// Cluster: a file holding the cluster secret (32 random bytes, hex or base64, the
+    /// same on every node: `head -c 32 /dev/urandom | base64`); peers prove they hold it
+    /// before any copy or fetch.
+    #[arg(long, value_name = "FILE")]
+    cluster_secret_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -131,11 +136,16 @@ async fn main() -> anyhow::Result<()> {
             println!("peers on {}", me.peer);
             println!("gossip on {}", membership.gossip_addr());
             let keys = KeyRing::for_service(layer.service().clone(), [key.public_key()])?;
+            let secret = match &args.cluster_secret_file {
+                Some(path) => Some(scone_rpc::peer_link::LinkSecret::load(path)?),
+                None => None,
+            };
             let config = NodeConfig {
                 cluster: ClusterConfig {
                     replicas: args.replicas.0,
                     ..ClusterConfig::default()
                 },
+                secret,
                 ..NodeConfig::default()
             };
             let node = ClusterNode::start(me, keys, membership.clone(), peers, config);

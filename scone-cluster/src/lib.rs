@@ -65,9 +65,12 @@
 //!
 //! Not covered yet: deltas (the commit receives them, peers get whole SCONEs),
 //! batching, re-replication after a member dies (until the session's next change, or a
-//! graceful hand-over), TLS or authentication on peer links and gossip
-//! (peers verify every SCONE they take, but anyone who reaches the ports can announce a
-//! member or read a session it can name: keep them on a private network).
+//! graceful hand-over), lineage checks between versions (see issue notes: a late branch
+//! with a higher version could replace an acknowledged one under heavy load), TLS on
+//! peer links, and authentication of gossip (anyone who reaches the gossip port can
+//! announce a member). Peer links are authenticated with a cluster secret when one is
+//! set (`NodeConfig::secret`, `cart-server --cluster-secret-file`); either way peers
+//! verify every SCONE they take. Keep the ports on a private network.
 //!
 //! # Layout
 //! - [`session`]: [`SessionId`], [`RoutingToken`].
@@ -105,5 +108,5 @@ pub use crate::replica::{Replica, ReplicaRefusal};
 pub use crate::session::{RoutingToken, SessionId, TokenError};
 pub use crate::stats::{ClusterStats, NodeMetrics};
 pub use crate::store::{SessionStore, Stored};
-pub use crate::transport::tcp::{serve_peers, TcpTransport};
+pub use crate::transport::tcp::{serve_peers, serve_peers_with_secret, TcpTransport};
 pub use crate::transport::{PeerError, PeerTransport};

@@ -15,7 +15,7 @@ use crate::membership::{Member, Membership};
 use crate::placement::{ClusterConfig, ClusterPlacement, HandOver};
 use crate::replica::Replica;
 use crate::store::SessionStore;
-use crate::transport::tcp::{serve_peers, TcpTransport};
+use crate::transport::tcp::{serve_peers, serve_peers_with_secret, TcpTransport};
 
 /// Settings of a [`ClusterNode`].
 #[derive(Clone, Debug)]
@@ -30,6 +30,9 @@ pub struct NodeConfig {
     /// How often expired sessions are dropped (default 30 s); each node drops its own
     /// copies, so a session expires on every replica without a message.
     pub purge_interval: Duration,
+    /// The cluster secret peers prove they hold before any call, both ways (default
+    /// none: peer links are open to whoever reaches them). See [`crate::transport::tcp`].
+    pub secret: Option<scone_rpc::peer_link::LinkSecret>,
 }
 
 impl Default for NodeConfig {
@@ -39,6 +42,7 @@ impl Default for NodeConfig {
             peer_timeout: Duration::from_millis(500),
             max_sessions: 1_000_000,
             purge_interval: Duration::from_secs(30),
+            secret: None,
         }
     }
 }
@@ -78,13 +82,12 @@ impl<M: Membership> ClusterNode<M> {
         config: NodeConfig,
     ) -> Self {
         let replica = Replica::new(SessionStore::new(config.max_sessions), keys);
-        let placement = ClusterPlacement::new(
-            me,
-            replica.clone(),
-            TcpTransport::new(config.peer_timeout),
-            membership,
-            config.cluster,
-        );
+        let mut transport = TcpTransport::new(config.peer_timeout);
+        if let Some(secret) = &config.secret {
+            transport = transport.with_secret(secret.clone());
+        }
+        let placement =
+            ClusterPlacement::new(me, replica.clone(), transport, membership, config.cluster);
         let (stop_peers, stopped) = oneshot::channel::<()>();
         let store = replica.store().clone();
         let peers = tokio::spawn(async move {
@@ -99,8 +102,18 @@ impl<M: Membership> ClusterNode<M> {
                     }
                 }
             };
+            let served = async {
+                match config.secret {
+                    Some(secret) => {
+                        let timeout = config.peer_timeout;
+                        serve_peers_with_secret(peer_listener, replica, secret, timeout, stopped)
+                            .await
+                    }
+                    None => serve_peers(peer_listener, replica, stopped).await,
+                }
+            };
             tokio::select! {
-                served = serve_peers(peer_listener, replica, stopped) => served,
+                served = served => served,
                 () = purge => Ok(()),
             }
         });

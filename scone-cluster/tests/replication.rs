@@ -406,3 +406,57 @@ async fn another_scone_of_the_same_version_is_not_taken_for_the_tokens() {
         node.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_cluster_secret_only_peers_that_hold_it_get_through() {
+    let key = SigningKey::generate().unwrap();
+    let secret = scone_rpc::peer_link::LinkSecret::from_bytes([4; 32]);
+    let (rpc, peer) = (loopback().await, loopback().await);
+    let peer_addr = peer.local_addr().unwrap();
+    drop(rpc);
+    let keys =
+        scone::KeyRing::for_service(cart::service_id().unwrap(), [key.public_key()]).unwrap();
+    let replica = scone_cluster::Replica::new(scone_cluster::SessionStore::new(10), keys);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(scone_cluster::serve_peers_with_secret(
+        peer,
+        replica.clone(),
+        secret.clone(),
+        std::time::Duration::from_secs(2),
+        stop_rx,
+    ));
+    let copy = Minter::new(key.clone())
+        .mint(Draft::new(
+            cart::service_id().unwrap(),
+            EndpointId::from_bytes([6; 16]),
+        ))
+        .unwrap();
+    let session = scone_cluster::SessionId::of(&copy);
+
+    // Without the secret, or with another: no call gets through, not even a read.
+    let timeout = std::time::Duration::from_secs(2);
+    let stranger = TcpTransport::new(timeout);
+    let planted = bounded(stranger.replicate(peer_addr, copy.encoded().to_vec())).await;
+    assert!(
+        matches!(planted, Err(PeerError::Unreachable { .. })),
+        "{planted:?}"
+    );
+    let other = TcpTransport::new(timeout)
+        .with_secret(scone_rpc::peer_link::LinkSecret::from_bytes([5; 32]));
+    let read = bounded(other.fetch(peer_addr, session.clone())).await;
+    assert!(
+        matches!(read, Err(PeerError::Unreachable { .. })),
+        "{read:?}"
+    );
+    assert!(replica.store().is_empty());
+
+    // With it: copies and reads work.
+    let member = TcpTransport::new(timeout).with_secret(secret);
+    bounded(member.replicate(peer_addr, copy.encoded().to_vec()))
+        .await
+        .unwrap();
+    let fetched = bounded(member.fetch(peer_addr, session)).await.unwrap();
+    assert_eq!(fetched.as_deref(), Some(&copy.encoded()[..]));
+    let _ = stop_tx.send(());
+    bounded(served).await.unwrap().unwrap();
+}

@@ -74,13 +74,12 @@ async fn cluster(key: &SigningKey) -> (Vec<TestServer>, Vec<ClusterNode<StaticMe
     let keys = KeyRing::for_service(cart::service_id().unwrap(), [key.public_key()]).unwrap();
     let (mut servers, mut nodes) = (Vec::new(), Vec::new());
     for ((rpc, peer), me) in listeners.into_iter().zip(members) {
-        let node = ClusterNode::start(
-            me,
-            keys.clone(),
-            membership.clone(),
-            peer,
-            NodeConfig::default(),
-        );
+        // Peer links proving a cluster secret, as a deployment would set them.
+        let config = NodeConfig {
+            secret: Some(scone_rpc::peer_link::LinkSecret::from_bytes([7; 32])),
+            ..NodeConfig::default()
+        };
+        let node = ClusterNode::start(me, keys.clone(), membership.clone(), peer, config);
         let layer = SconeLayer::for_state::<CartState>(key.clone())
             .unwrap()
             .with_placement(node.placement());

@@ -2,9 +2,12 @@
 //! serves with [`serve_peers`], and [`TcpTransport`], which calls it.
 //!
 //! Copies and fetches carry SCONEs, which peers verify under the service's keys, so a
-//! stranger can neither plant nor roll back state; a stranger who guesses a session's
-//! 128-bit endpoint ID can read its SCONE (which its client can read anyway, unless the
-//! state is sealed). Run the peer port on the cluster's private network.
+//! stranger can neither plant nor roll back state. With a cluster secret
+//! ([`TcpTransport::with_secret`], [`serve_peers_with_secret`]) peers also prove, both
+//! ways, that they hold it before any call (`scone_rpc::peer_link`, label
+//! [`HANDSHAKE_LABEL`]), so a stranger can neither read nor end sessions either. Without
+//! one, a stranger who guesses a session's 128-bit endpoint ID can read its SCONE: run
+//! the peer port on the cluster's private network. The links are not encrypted.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -15,6 +18,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use scone_rpc::codec::{Transport, DEFAULT_MAX_FRAME_BYTES};
+use scone_rpc::peer_link::{self, LinkSecret};
 use tarpc::server::{BaseChannel, Channel};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc, Semaphore};
@@ -59,11 +63,36 @@ impl Peer for PeerServer {
 /// Most peer connections served at once.
 const MAX_PEER_CONNECTIONS: usize = 256;
 
+/// What the cluster's link handshake is keyed for: a relay mesh's secret cannot open it.
+pub const HANDSHAKE_LABEL: &str = "scone-cluster v1";
+
 /// Serves `replica` to peers on `listener` until `shutdown` completes; then closes the
-/// peer connections and returns once their handlers have stopped.
+/// peer connections and returns once their handlers have stopped. Peers need no secret:
+/// see [`serve_peers_with_secret`].
 pub async fn serve_peers(
     listener: TcpListener,
     replica: Replica,
+    shutdown: impl Future,
+) -> io::Result<()> {
+    serve(listener, replica, None, shutdown).await
+}
+
+/// [`serve_peers`], answering only peers that prove they hold `secret` (within
+/// `timeout`); a connection that does not is closed before any request is read.
+pub async fn serve_peers_with_secret(
+    listener: TcpListener,
+    replica: Replica,
+    secret: LinkSecret,
+    timeout: Duration,
+    shutdown: impl Future,
+) -> io::Result<()> {
+    serve(listener, replica, Some((secret, timeout)), shutdown).await
+}
+
+async fn serve(
+    listener: TcpListener,
+    replica: Replica,
+    secret: Option<(LinkSecret, Duration)>,
     shutdown: impl Future,
 ) -> io::Result<()> {
     let permits = Arc::new(Semaphore::new(MAX_PEER_CONNECTIONS));
@@ -92,7 +121,20 @@ pub async fn serve_peers(
             stop_tx.subscribe(),
             done_tx.clone(),
         );
+        let secret = secret.clone();
         tokio::spawn(async move {
+            let mut stream = stream;
+            if let Some((secret, timeout)) = &secret {
+                let proved = tokio::select! {
+                    proved = peer_link::accept(&mut stream, secret, HANDSHAKE_LABEL, *timeout) => proved,
+                    _ = stop.recv() => return,
+                };
+                if let Err(error) = proved {
+                    tracing::warn!(%peer, %error, "a peer connection did not prove the cluster secret");
+                    drop((permit, done));
+                    return;
+                }
+            }
             let transport = Transport::new(stream, DEFAULT_MAX_FRAME_BYTES);
             let requests = BaseChannel::with_defaults(transport)
                 .execute(server.serve())
@@ -121,6 +163,8 @@ pub struct TcpTransport {
     /// calls to that peer.
     links: Arc<std::sync::Mutex<HashMap<SocketAddr, Link>>>,
     timeout: Duration,
+    /// The cluster secret peers prove they hold, if the cluster has one.
+    secret: Option<LinkSecret>,
 }
 
 /// One peer's link, if open; locked while connecting.
@@ -132,7 +176,14 @@ impl TcpTransport {
         Self {
             links: Arc::default(),
             timeout,
+            secret: None,
         }
+    }
+
+    /// Proves `secret` to every peer, and makes every peer prove it, before any call.
+    pub fn with_secret(mut self, secret: LinkSecret) -> Self {
+        self.secret = Some(secret);
+        self
     }
 
     fn unreachable(peer: SocketAddr, reason: impl ToString) -> PeerError {
@@ -158,11 +209,16 @@ impl TcpTransport {
         if let Some(link) = &*held {
             return Ok(link.clone());
         }
-        let stream = tokio::time::timeout(self.timeout, TcpStream::connect(peer))
+        let mut stream = tokio::time::timeout(self.timeout, TcpStream::connect(peer))
             .await
             .map_err(|_| Self::unreachable(peer, "connect timed out"))?
             .map_err(|error| Self::unreachable(peer, error))?;
         let _ = stream.set_nodelay(true);
+        if let Some(secret) = &self.secret {
+            peer_link::connect(&mut stream, secret, HANDSHAKE_LABEL, self.timeout)
+                .await
+                .map_err(|error| Self::unreachable(peer, error))?;
+        }
         let transport = Transport::new(stream, DEFAULT_MAX_FRAME_BYTES);
         let link = PeerClient::new(tarpc::client::Config::default(), transport).spawn();
         *held = Some(link.clone());
