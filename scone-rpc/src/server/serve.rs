@@ -270,28 +270,38 @@ impl<P: Placement> Shared<P> {
         let (ours, carried) = self.admit(request.scones)?;
         let inner_request = postcard::from_bytes(&request.body)
             .map_err(|error| self.refuse(RefusalKind::BadRequest, error.to_string()))?;
-        if self.sealer.is_none() {
-            if let Some(sealed) = ours.get(&self.service).filter(|scone| scone.is_sealed()) {
-                let detail = format!(
-                    "the state of version {} is sealed, and this server does not seal",
-                    sealed.version()
-                );
-                return Err(self.refuse(RefusalKind::Scone(RejectReason::Malformed), detail));
-            }
-        }
         let mut scope = SconeContext::new(ours)
             .with_carried(carried)
             .with_deltas_wanted(self.placement.wants_deltas());
-        if let Some(sealer) = &self.sealer {
-            // After verification: only a SCONE we signed is worth opening.
-            scope
-                .open_incoming(&self.service, sealer)
-                .map_err(|error| {
-                    tracing::debug!(service = %self.service, %error, "refused a sealed state");
-                    self.refuse(RefusalKind::Scone(error.reason()), error.to_string())
-                })?;
-        }
+        self.open_ours(&mut scope)?;
         Ok((scope, inner_request))
+    }
+
+    /// Opens the incoming state of this service in `scope` if the service seals (after
+    /// verification: only a SCONE we signed is worth opening), or refuses a sealed one if
+    /// it does not.
+    fn open_ours(&self, scope: &mut SconeContext) -> Result<(), ResponseEnvelope> {
+        match &self.sealer {
+            Some(sealer) => {
+                scope
+                    .open_incoming(&self.service, sealer)
+                    .map_err(|error| {
+                        tracing::debug!(service = %self.service, %error, "refused a sealed state");
+                        self.refuse(RefusalKind::Scone(error.reason()), error.to_string())
+                    })?;
+            }
+            None => {
+                let incoming = scope.incoming().get(&self.service);
+                if let Some(sealed) = incoming.filter(|scone| scone.is_sealed()) {
+                    let detail = format!(
+                        "the state of version {} is sealed, and this server does not seal",
+                        sealed.version()
+                    );
+                    return Err(self.refuse(RefusalKind::Scone(RejectReason::Malformed), detail));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Splits the request's SCONEs into ours (verified) and other services' (carried).
@@ -365,20 +375,7 @@ impl<P: Placement> Shared<P> {
         scope
             .add_incoming(scone)
             .map_err(|error| self.refuse(RefusalKind::BadRequest, error.to_string()))?;
-        if let Some(sealer) = &self.sealer {
-            scope
-                .open_incoming(&self.service, sealer)
-                .map_err(|error| {
-                    self.refuse(RefusalKind::Scone(error.reason()), error.to_string())
-                })?;
-        } else if scope
-            .incoming()
-            .get(&self.service)
-            .is_some_and(Scone::is_sealed)
-        {
-            let detail = "the loaded state is sealed, and this server does not seal";
-            return Err(self.refuse(RefusalKind::Scone(RejectReason::Malformed), detail));
-        }
+        self.open_ours(scope)?;
         Ok(lease)
     }
 
