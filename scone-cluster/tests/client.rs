@@ -61,7 +61,5 @@ async fn a_thin_client_follows_its_token_and_fails_over_to_the_secondary() {
         failover < Duration::from_secs(2),
         "failover took {failover:?}"
     );
-    for node in nodes {
-        node.stop().await;
-    }
+    stop_all(nodes).await;
 }

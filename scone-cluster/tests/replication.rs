@@ -42,9 +42,7 @@ async fn a_reply_comes_back_only_with_its_state_on_a_peer() {
     let stats = nodes[0].placement.stats();
     assert_eq!((stats.commits, stats.replications, stats.acks), (1, 1, 1));
     assert_eq!(secondary.placement.stats().copies_kept, 1);
-    for node in nodes {
-        node.stop().await;
-    }
+    stop_all(nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,9 +73,7 @@ async fn the_secondary_takes_over_when_the_primary_is_gone() {
         survivor.replica.store().version(&second.session),
         Some(second.version)
     );
-    for node in nodes {
-        node.stop().await;
-    }
+    stop_all(nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,9 +94,7 @@ async fn a_node_that_holds_nothing_fetches_from_the_owners() {
         "kept what it fetched"
     );
     assert_eq!(outsider.placement.stats().takeovers, 1);
-    for node in nodes {
-        node.stop().await;
-    }
+    stop_all(nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,9 +126,7 @@ async fn when_the_owners_named_are_gone_a_node_asks_every_member() {
     let refusal = client.view(outsider.member.rpc).await.unwrap_err();
     assert_eq!(refusal.kind, RefusalKind::SessionUnavailable);
     assert_eq!(outsider.placement.stats().unavailable, 1);
-    for node in nodes {
-        node.stop().await;
-    }
+    stop_all(nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,9 +193,7 @@ async fn peers_refuse_forged_and_older_copies() {
     ));
     let session = scone_cluster::SessionId::of(&newer);
     assert_eq!(nodes[1].replica.store().version(&session), Some(5));
-    for node in nodes {
-        node.stop().await;
-    }
+    stop_all(nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -242,9 +232,7 @@ async fn a_request_served_from_an_old_version_is_refused_as_stale() {
     assert_eq!(scone_rpc::refusal(&error), Some(RefusalKind::Superseded));
     let view = client.view(nodes[0].member.rpc).await.unwrap();
     assert_eq!(items(&view), [("apple", 4)]);
-    for node in nodes {
-        node.stop().await;
-    }
+    stop_all(nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -368,9 +356,7 @@ async fn an_ended_session_is_gone_from_every_node_and_the_next_call_starts_anew(
             ..
         })
     ));
-    for node in nodes {
-        node.stop().await;
-    }
+    stop_all(nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -402,9 +388,7 @@ async fn another_scone_of_the_same_version_is_not_taken_for_the_tokens() {
         [("apple", 1)],
         "the acknowledged state, fetched from an owner"
     );
-    for node in nodes {
-        node.stop().await;
-    }
+    stop_all(nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -60,6 +60,13 @@ impl Node {
     }
 }
 
+/// Stops every node of `nodes`.
+pub async fn stop_all(nodes: Vec<Node>) {
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
 /// Listeners for `n` nodes, and the members they make (zone `z0`, `z1`, ... if
 /// `zones`).
 pub async fn members(n: usize) -> (Vec<(TcpListener, TcpListener)>, Vec<Member>) {
