@@ -26,6 +26,16 @@ pub enum Replicas {
     All,
 }
 
+impl Replicas {
+    /// The copies to make, with `peers` other live members.
+    fn wanted(self, peers: usize) -> usize {
+        match self {
+            Replicas::Count(count) => count,
+            Replicas::All => peers,
+        }
+    }
+}
+
 /// What a node does when fewer than k peers acknowledged a copy.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Shortfall {
@@ -189,10 +199,7 @@ impl<T: PeerTransport, M: Membership> ClusterPlacement<T, M> {
         for scone in inner.replica.store().snapshot() {
             let session = SessionId::of(&scone);
             let candidates = inner.candidates(&session, None);
-            let wanted = match inner.config.replicas {
-                Replicas::Count(count) => count,
-                Replicas::All => candidates.len(),
-            };
+            let wanted = inner.config.replicas.wanted(candidates.len());
             match inner.replicate(scone.encoded(), &candidates, wanted).await {
                 Ok(acknowledged) if acknowledged.len() >= wanted => report.handed_over += 1,
                 // A peer holds newer: nothing of this node's is needed there.
@@ -432,10 +439,7 @@ impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
             .and_then(|bytes| RoutingToken::decode(bytes).ok())
             .filter(|token| token.session == session);
         let candidates = inner.candidates(&session, token_in.as_ref());
-        let wanted = match inner.config.replicas {
-            Replicas::Count(count) => count,
-            Replicas::All => candidates.len(),
-        };
+        let wanted = inner.config.replicas.wanted(candidates.len());
         let acknowledged = inner
             .replicate(minted.encoded(), &candidates, wanted)
             .await?;
