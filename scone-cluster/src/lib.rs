@@ -40,10 +40,12 @@
 //! - **Replicate before reply**: a reply whose SCONE changed leaves only once k peers
 //!   acknowledged the new version (or, if set, with a token saying fewer did). A client
 //!   that got a reply can lose up to k nodes and keep its state.
-//! - **Versions only go forward**, on every node: a copy is kept only if it verifies
-//!   under the service's keys and is newer than what the node holds, so a process
-//!   outside the cluster cannot plant state, and a stale node that comes back cannot
-//!   overwrite newer state; a node that served a request from an old version finds out
+//! - **Versions only go forward, along one line**, on every node: a copy is kept only
+//!   if it verifies under the service's keys and descends from what the node holds
+//!   (each copy carries its [`Lineage`]), so a process outside the cluster cannot plant
+//!   state, a stale node that comes back cannot overwrite newer state, and a line forked
+//!   by an attempt the client gave up on cannot replace the acknowledged one, however
+//!   far its version numbers run; a node that served a request from an old version finds out
 //!   at commit (a peer, or itself, holds newer) and the call is refused (`superseded`), and the node takes the newer version so the next call is served from it.
 //! - **Failover**: a node that gets a token for a session it does not hold (or holds
 //!   older) fetches it from the owners the token names, then from every member, and
@@ -65,15 +67,14 @@
 //!
 //! Not covered yet: deltas (the commit receives them, peers get whole SCONEs),
 //! batching, re-replication after a member dies (until the session's next change, or a
-//! graceful hand-over), lineage checks between versions (see issue notes: a late branch
-//! with a higher version could replace an acknowledged one under heavy load), TLS on
-//! peer links, and authentication of gossip (anyone who reaches the gossip port can
+//! graceful hand-over), TLS on peer links, and authentication of gossip (anyone who reaches the gossip port can
 //! announce a member). Peer links are authenticated with a cluster secret when one is
 //! set (`NodeConfig::secret`, `cart-server --cluster-secret-file`); either way peers
 //! verify every SCONE they take. Keep the ports on a private network.
 //!
 //! # Layout
 //! - [`session`]: [`SessionId`], [`RoutingToken`].
+//! - [`lineage`]: [`VersionId`], [`Lineage`]: which versions a copy descends from.
 //! - [`store`]: [`SessionStore`], the newest version of each session on one node.
 //! - [`replica`]: [`Replica`], what a node does with copies and fetches from peers.
 //! - [`membership`]: [`Membership`], [`Member`], [`StaticMembership`].
@@ -88,6 +89,7 @@
 #![deny(missing_docs)]
 
 pub mod client;
+pub mod lineage;
 mod locks;
 pub mod membership;
 pub mod node;
@@ -99,14 +101,15 @@ pub mod store;
 pub mod transport;
 
 pub use crate::client::{ClusterChannel, ClusterClientConfig};
+pub use crate::lineage::{Lineage, VersionId};
 pub use crate::locks::SessionLease;
 pub use crate::membership::gossip::{GossipConfig, GossipError, GossipMembership};
 pub use crate::membership::{Member, Membership, StaticMembership};
 pub use crate::node::{ClusterNode, NodeConfig};
 pub use crate::placement::{ClusterConfig, ClusterPlacement, HandOver, Replicas, Shortfall};
-pub use crate::replica::{Replica, ReplicaRefusal};
+pub use crate::replica::{Replica, ReplicaRefusal, SessionCopy};
 pub use crate::session::{RoutingToken, SessionId, TokenError};
 pub use crate::stats::{ClusterStats, NodeMetrics};
-pub use crate::store::{SessionStore, Stored};
+pub use crate::store::{Held, SessionStore, Stored};
 pub use crate::transport::tcp::{serve_peers, serve_peers_with_secret, TcpTransport};
 pub use crate::transport::{PeerError, PeerTransport};

@@ -9,11 +9,13 @@ use futures::future::join_all;
 use scone::{Scone, ServiceId};
 use scone_rpc::server::placement::{Commit, Committed, Placement, PlacementError};
 
+use crate::lineage::{Lineage, VersionId};
 use crate::locks::{SessionLease, SessionLocks};
 use crate::membership::{Member, Membership};
-use crate::replica::{Replica, ReplicaRefusal};
+use crate::replica::{Replica, ReplicaRefusal, SessionCopy};
 use crate::session::{RoutingToken, SessionId};
 use crate::stats::{bump, ClusterStats};
+use crate::store::{Held, Stored};
 use crate::transport::{PeerError, PeerTransport};
 
 /// How many peers get a copy of each new version before the reply.
@@ -86,8 +88,10 @@ pub struct HandOver {
 /// `SconeLayer::with_placement`, and the same handler's sessions live in the cluster.
 ///
 /// **Commit** (each SCONE the node mints, before the reply leaves):
-/// 1. if this node holds a version of the session at least as new, refuse
-///    (`superseded`): the request was served from an old version;
+/// 1. if this node holds a version of the session the new one does not descend from,
+///    refuse (`superseded`): the request was served from an old version (unless the
+///    held one is of a line the token's acknowledged version is not on: that line is
+///    replaced);
 /// 2. copy it to k peers at once, chosen in this order: the secondaries the request's
 ///    token named (they hold the version before), then members of other zones than
 ///    this node's, then the rest, each group in an order fixed per session (rendezvous
@@ -108,8 +112,9 @@ pub struct HandOver {
 /// holder that hangs blocks the others no longer than that.
 ///
 /// **Load** (a request that carries a token and no SCONE): this node's copy if it is
-/// the very version the token names (same version, same digest) or newer; otherwise the
-/// newest such copy from the owners the token names that are still members, and
+/// the very version the token names (same version, same digest) or a later version of
+/// its line (its [`Lineage`] names the token's version, or is too short to tell);
+/// otherwise the newest such copy from the owners the token names that are still members, and
 /// failing those from every other member (the seeds' broadcast). A copy of the same
 /// version with another digest (left by an attempt the client gave up on) is not taken
 /// for it. What peers send is verified and kept here, and this
@@ -196,11 +201,14 @@ impl<T: PeerTransport, M: Membership> ClusterPlacement<T, M> {
     pub async fn hand_over(&self) -> HandOver {
         let inner = &*self.inner;
         let mut report = HandOver::default();
-        for scone in inner.replica.store().snapshot() {
-            let session = SessionId::of(&scone);
+        for held in inner.replica.store().snapshot() {
+            let session = SessionId::of(&held.scone);
             let candidates = inner.candidates(&session, None);
             let wanted = inner.config.replicas.wanted(candidates.len());
-            match inner.replicate(scone.encoded(), &candidates, wanted).await {
+            match inner
+                .replicate(&SessionCopy::of(&held), &candidates, wanted)
+                .await
+            {
                 Ok(acknowledged) if acknowledged.len() >= wanted => report.handed_over += 1,
                 // A peer holds newer: nothing of this node's is needed there.
                 Err(PlacementError::Superseded(_)) => report.handed_over += 1,
@@ -230,6 +238,21 @@ impl<T: PeerTransport, M: Membership> ClusterPlacement<T, M> {
 }
 
 impl<T: PeerTransport, M: Membership> Inner<T, M> {
+    /// The lineage of a SCONE minted from `previous`: its version, then the versions it
+    /// descends from as this node holds them (none known if it holds another).
+    fn lineage_after(&self, session: &SessionId, previous: Option<&Scone>) -> Lineage {
+        let Some(previous) = previous else {
+            return Lineage::default();
+        };
+        let parent = VersionId::of(previous);
+        let held = self.replica.store().get(session);
+        let parent_lineage = held
+            .filter(|held| held.id() == parent)
+            .map(|held| held.lineage)
+            .unwrap_or_default();
+        Lineage::after(parent, &parent_lineage)
+    }
+
     /// The peers to copy `session` to, best first (see [`ClusterPlacement`]).
     fn candidates(&self, session: &SessionId, token: Option<&RoutingToken>) -> Vec<Member> {
         let mut others: Vec<Member> = self
@@ -251,11 +274,11 @@ impl<T: PeerTransport, M: Membership> Inner<T, M> {
         others
     }
 
-    /// Copies `encoded` to `wanted` of `candidates`, replacing those that fail; the
+    /// Copies `copy` to `wanted` of `candidates`, replacing those that fail; the
     /// client addresses of those that acknowledged.
     async fn replicate(
         &self,
-        encoded: &[u8],
+        copy: &SessionCopy,
         candidates: &[Member],
         wanted: usize,
     ) -> Result<Vec<SocketAddr>, PlacementError> {
@@ -270,7 +293,7 @@ impl<T: PeerTransport, M: Membership> Inner<T, M> {
             }
             let calls = batch
                 .iter()
-                .map(|member| self.transport.replicate(member.peer, encoded.to_vec()));
+                .map(|member| self.transport.replicate(member.peer, copy.clone()));
             for (member, result) in batch.iter().zip(join_all(calls).await) {
                 match result {
                     Ok(()) => {
@@ -278,15 +301,15 @@ impl<T: PeerTransport, M: Membership> Inner<T, M> {
                         acknowledged.push(member.rpc);
                     }
                     Err(PeerError::Refused {
-                        refusal: ReplicaRefusal::Stale,
+                        refusal: refusal @ (ReplicaRefusal::Stale | ReplicaRefusal::Forked),
                         ..
                     }) => {
                         bump(&self.counters.superseded);
                         // This node was behind: take the peer's version, so that the
                         // next call is served from it rather than refused the same way.
-                        self.repair_from(member, encoded).await;
+                        self.repair_from(member, copy).await;
                         return Err(PlacementError::Superseded(format!(
-                            "node {} holds a newer version",
+                            "node {}: {refusal}",
                             member.rpc
                         )));
                     }
@@ -299,22 +322,29 @@ impl<T: PeerTransport, M: Membership> Inner<T, M> {
         Ok(acknowledged)
     }
 
-    /// Keeps `member`'s copy of the session `refused` (a SCONE it would not take) belongs
-    /// to, if it verifies and is newer than this node's.
-    async fn repair_from(&self, member: &Member, refused: &[u8]) {
-        let Some(refused) = self.replica.verified(refused.to_vec()) else {
+    /// Keeps `member`'s copy of the session `refused` (a copy it would not take) belongs
+    /// to, if it verifies and descends from this node's (or wins over it: see
+    /// [`SessionStore::put`](crate::SessionStore::put)).
+    async fn repair_from(&self, member: &Member, refused: &SessionCopy) {
+        let Some(refused_scone) = self.replica.verified(refused.scone.clone()) else {
             return;
         };
-        let session = SessionId::of(&refused);
+        let session = SessionId::of(&refused_scone);
         let newer = self
-            .fetch_newest(std::slice::from_ref(member), &session, |scone| {
-                scone.version() >= refused.version()
-            })
+            .fetch_newest(std::slice::from_ref(member), &session, |_| true)
             .await;
         if let Some(newer) = newer {
-            let version = newer.version();
-            if self.replica.keep(newer).is_ok() {
-                tracing::info!(me = %self.me.rpc, peer = %member.rpc, version, "took a peer's newer version of a session");
+            let version = newer.scone.version();
+            let kept = self
+                .replica
+                .keep(newer.scone, newer.lineage, refused.acknowledged);
+            match kept {
+                Ok(()) => {
+                    tracing::info!(me = %self.me.rpc, peer = %member.rpc, version, "took a peer's version of a session");
+                }
+                Err(refusal) => {
+                    tracing::debug!(me = %self.me.rpc, peer = %member.rpc, version, %refusal, "kept this node's version of a session over a peer's");
+                }
             }
         }
     }
@@ -325,8 +355,8 @@ impl<T: PeerTransport, M: Membership> Inner<T, M> {
         &self,
         from: &[Member],
         session: &SessionId,
-        wanted: impl Fn(&Scone) -> bool,
-    ) -> Option<Scone> {
+        wanted: impl Fn(&Held) -> bool,
+    ) -> Option<Held> {
         let calls = from
             .iter()
             .map(|member| self.transport.fetch(member.peer, session.clone()));
@@ -340,9 +370,15 @@ impl<T: PeerTransport, M: Membership> Inner<T, M> {
                     None
                 }
             })
-            .filter_map(|bytes| self.replica.verified(bytes))
-            .filter(|scone| &SessionId::of(scone) == session && wanted(scone))
-            .max_by_key(Scone::version)
+            .filter_map(|copy| {
+                let scone = self.replica.verified(copy.scone)?;
+                let lineage = copy.lineage;
+                lineage
+                    .is_valid_for(scone.version())
+                    .then_some(Held { scone, lineage })
+            })
+            .filter(|held| &SessionId::of(&held.scone) == session && wanted(held))
+            .max_by_key(|held| held.scone.version())
     }
 }
 
@@ -378,9 +414,9 @@ impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
             return Ok((None, lease));
         }
         if let Some(held) = inner.replica.store().get(session) {
-            if token.is_served_by(&held) {
+            if token.is_served_by(held.id(), &held.lineage) {
                 bump(&inner.counters.local_loads);
-                return Ok((Some(held), lease));
+                return Ok((Some(held.scone), lease));
             }
         }
         // The owners the token names first, then everyone else.
@@ -389,25 +425,25 @@ impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
             .into_iter()
             .filter(|member| member.rpc != inner.me.rpc)
             .partition(|member| token.owners().any(|owner| owner == member.rpc));
-        let mut found = inner
-            .fetch_newest(&owners, session, |scone| token.is_served_by(scone))
-            .await;
+        let served = |held: &Held| token.is_served_by(held.id(), &held.lineage);
+        let mut found = inner.fetch_newest(&owners, session, served).await;
         if found.is_none() {
             tracing::debug!(me = %inner.me.rpc, "the owners do not have the session: asking every member");
-            found = inner
-                .fetch_newest(&rest, session, |scone| token.is_served_by(scone))
-                .await;
+            found = inner.fetch_newest(&rest, session, served).await;
         }
-        let Some(scone) = found else {
+        let Some(Held { scone, lineage }) = found else {
             bump(&inner.counters.unavailable);
             return Err(PlacementError::Unavailable(format!(
                 "no live node holds version {} of the session",
                 token.version
             )));
         };
-        // Kept here too: this node now serves the session. Another node may have kept
-        // a newer one meanwhile; then the commit finds out.
-        let _ = inner.replica.keep(scone.clone());
+        // Kept here too: this node now serves the session (and its commit finds the
+        // lineage here). Another node may have kept a newer one meanwhile; then the
+        // commit finds out.
+        let _ = inner
+            .replica
+            .keep(scone.clone(), lineage, Some(token.version_id()));
         bump(&inner.counters.takeovers);
         tracing::debug!(me = %inner.me.rpc, version = scone.version(), "fetched a session from a peer");
         Ok((Some(scone), lease))
@@ -417,11 +453,20 @@ impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
         let inner = &*self.inner;
         let minted = commit.minted;
         let session = SessionId::of(minted);
-        if let Some(held) = inner.replica.store().version(&session) {
-            if held >= minted.version() {
+        let token_in = commit
+            .token
+            .and_then(|bytes| RoutingToken::decode(bytes).ok())
+            .filter(|token| token.session == session);
+        let acknowledged = token_in.as_ref().map(RoutingToken::version_id);
+        let lineage = inner.lineage_after(&session, commit.previous);
+        let store = inner.replica.store();
+        match store.admits(&session, VersionId::of(minted), &lineage, acknowledged) {
+            Stored::Kept => {}
+            _ => {
                 bump(&inner.counters.superseded);
+                let held = store.version(&session).unwrap_or_default();
                 return Err(PlacementError::Superseded(format!(
-                    "this node holds version {held}, the request was served from an older one"
+                    "this node holds version {held}, and the request was served from another"
                 )));
             }
         }
@@ -434,24 +479,23 @@ impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
                 "the request's deadline passed before its change was copied".into(),
             ));
         }
-        let token_in = commit
-            .token
-            .and_then(|bytes| RoutingToken::decode(bytes).ok())
-            .filter(|token| token.session == session);
         let candidates = inner.candidates(&session, token_in.as_ref());
         let wanted = inner.config.replicas.wanted(candidates.len());
-        let acknowledged = inner
-            .replicate(minted.encoded(), &candidates, wanted)
-            .await?;
-        if acknowledged.len() < wanted && inner.config.shortfall == Shortfall::Refuse {
+        let copy = SessionCopy {
+            scone: minted.encoded().to_vec(),
+            lineage: lineage.clone(),
+            acknowledged,
+        };
+        let secondaries = inner.replicate(&copy, &candidates, wanted).await?;
+        if secondaries.len() < wanted && inner.config.shortfall == Shortfall::Refuse {
             bump(&inner.counters.not_replicated);
             return Err(PlacementError::NotReplicated {
-                acknowledged: acknowledged.len(),
+                acknowledged: secondaries.len(),
                 required: wanted,
             });
         }
         // Kept here last: a refused commit leaves this node as it was.
-        match inner.replica.keep(minted.clone()) {
+        match inner.replica.keep(minted.clone(), lineage, acknowledged) {
             Ok(()) => {}
             Err(ReplicaRefusal::Full) => {
                 return Err(PlacementError::Full(format!("node {}", inner.me.rpc)));
@@ -467,7 +511,7 @@ impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
             version: minted.version(),
             digest: crate::session::digest(minted),
             primary: inner.me.rpc,
-            secondaries: acknowledged,
+            secondaries,
             required: u16::try_from(wanted).unwrap_or(u16::MAX),
         };
         Ok(Committed::held(

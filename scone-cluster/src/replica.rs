@@ -6,9 +6,43 @@ use std::sync::Arc;
 use scone::{KeyRing, Scone, VerifiedRoots, Verifier, VerifierConfig};
 use serde::{Deserialize, Serialize};
 
+use crate::lineage::{Lineage, VersionId};
 use crate::session::SessionId;
 use crate::stats::{bump, Counters};
-use crate::store::{SessionStore, Stored};
+use crate::store::{Held, SessionStore, Stored};
+
+/// A session's SCONE as it travels between nodes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SessionCopy {
+    /// The SCONE, encoded.
+    pub scone: Vec<u8>,
+    /// The versions it descends from.
+    pub lineage: Lineage,
+    /// The version the client was acknowledged on, when the copy comes from a request
+    /// that named one: see [`SessionStore::put`].
+    pub acknowledged: Option<VersionId>,
+}
+
+impl SessionCopy {
+    /// A copy of `scone` alone, its lineage unknown (a replica takes it if it is
+    /// newer than what it holds, or holds nothing).
+    pub fn without_lineage(scone: &Scone) -> Self {
+        Self {
+            scone: scone.encoded().to_vec(),
+            lineage: Lineage::default(),
+            acknowledged: None,
+        }
+    }
+
+    /// A copy of what a node holds.
+    pub fn of(held: &Held) -> Self {
+        Self {
+            scone: held.scone.encoded().to_vec(),
+            lineage: held.lineage.clone(),
+            acknowledged: None,
+        }
+    }
+}
 
 /// Why a node did not keep a copy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -18,10 +52,14 @@ pub enum ReplicaRefusal {
     /// process outside the cluster cannot plant state.
     #[error("the copy does not verify under the keys trusted for its service")]
     Untrusted,
-    /// The node holds a newer version of the session, or another SCONE of this version:
-    /// a stale or forked primary cannot overwrite state.
+    /// The node holds a newer version of the session: a stale primary cannot overwrite
+    /// state.
     #[error("the node holds a newer version of the session")]
     Stale,
+    /// The node holds a version of another line (or its lineage is not valid): a forked
+    /// primary cannot overwrite state.
+    #[error("the node holds a version of the session the copy does not descend from")]
+    Forked,
     /// It has expired.
     #[error("the copy has expired")]
     Expired,
@@ -81,13 +119,19 @@ impl Replica {
         Some(scone)
     }
 
-    /// Keeps the copy `bytes` if it verifies and is newer than what is held. A copy of
-    /// the very version held counts as kept (a retried copy).
-    pub fn accept(&self, bytes: Vec<u8>) -> Result<(), ReplicaRefusal> {
+    /// Keeps `copy` if it verifies and descends from what is held (see
+    /// [`SessionStore::put`]). A copy of the very version held counts as kept (a
+    /// retried copy).
+    pub fn accept(&self, copy: SessionCopy) -> Result<(), ReplicaRefusal> {
+        let SessionCopy {
+            scone,
+            lineage,
+            acknowledged,
+        } = copy;
         let kept = self
-            .verified(bytes)
+            .verified(scone)
             .ok_or(ReplicaRefusal::Untrusted)
-            .and_then(|scone| self.keep(scone));
+            .and_then(|scone| self.keep(scone, lineage, acknowledged));
         match &kept {
             Ok(()) => bump(&self.counters.copies_kept),
             Err(_) => bump(&self.counters.copies_refused),
@@ -95,23 +139,31 @@ impl Replica {
         kept
     }
 
-    /// Keeps `scone`, already verified, if it is newer than what is held.
-    pub fn keep(&self, scone: Scone) -> Result<(), ReplicaRefusal> {
-        match self.store.put(scone) {
+    /// Keeps `scone`, already verified, with its `lineage`, if it descends from what is
+    /// held (see [`SessionStore::put`]).
+    pub fn keep(
+        &self,
+        scone: Scone,
+        lineage: Lineage,
+        acknowledged: Option<VersionId>,
+    ) -> Result<(), ReplicaRefusal> {
+        if !lineage.is_valid_for(scone.version()) {
+            return Err(ReplicaRefusal::Forked);
+        }
+        match self.store.put(scone, lineage, acknowledged) {
             Stored::Kept | Stored::Same => Ok(()),
             Stored::Stale => Err(ReplicaRefusal::Stale),
+            Stored::Forked => Err(ReplicaRefusal::Forked),
             Stored::Expired => Err(ReplicaRefusal::Expired),
             Stored::Full => Err(ReplicaRefusal::Full),
             Stored::Ended => Err(ReplicaRefusal::Ended),
         }
     }
 
-    /// The encoded SCONE held for `session`, if any: answered from this node's store
+    /// The session as this node holds it, if it does: answered from this node's store
     /// only, never passed on.
-    pub fn fetch(&self, session: &SessionId) -> Option<Vec<u8>> {
-        self.store
-            .get(session)
-            .map(|scone| scone.encoded().to_vec())
+    pub fn fetch(&self, session: &SessionId) -> Option<SessionCopy> {
+        self.store.get(session).map(|held| SessionCopy::of(&held))
     }
 
     /// Ends `session` (ended on its primary): see [`SessionStore::end`].

@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use scone::{EndpointId, ObjectId, Scone, ServiceId};
 use serde::{Deserialize, Serialize};
 
+use crate::lineage::{descends_from, Lineage, VersionId};
+
 /// One session's identity: what every version of its SCONE keeps unchanged.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SessionId {
@@ -94,11 +96,19 @@ impl RoutingToken {
         }
     }
 
-    /// Whether `scone`, a SCONE of this session, is the version this token names, or
-    /// newer.
-    pub fn is_served_by(&self, scone: &Scone) -> bool {
-        scone.version() > self.version
-            || (scone.version() == self.version && digest(scone) == self.digest)
+    /// The version the token names.
+    pub fn version_id(&self) -> VersionId {
+        VersionId {
+            version: self.version,
+            digest: self.digest,
+        }
+    }
+
+    /// Whether `version` of this session (whose ancestors are `lineage`) is the version
+    /// this token names or a later one of its line: not just any higher number, which
+    /// could be another line that lacks what the client was acknowledged.
+    pub fn is_served_by(&self, version: VersionId, lineage: &Lineage) -> bool {
+        descends_from(version, lineage, self.version_id())
     }
 
     /// Whether fewer nodes than required acknowledged a copy.

@@ -1,22 +1,28 @@
-//! What one node holds: the newest verified SCONE of each session, never rolled back.
+//! What one node holds: the newest verified SCONE of each session with its lineage,
+//! never rolled back and never replaced by another line.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use scone::{Clock, Scone, SystemClock};
 
+use crate::lineage::{descends_from, descent, Descent, Lineage, VersionId};
 use crate::session::SessionId;
 
 /// What [`SessionStore::put`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stored {
-    /// Kept: the session was new here, or this is a newer version.
+    /// Kept: the session was new here, or this is a newer version of its line (or of a
+    /// line that replaces one no acknowledged version descends from: see
+    /// [`SessionStore::put`]).
     Kept,
     /// Already held, byte for byte (a copy sent twice): nothing changed.
     Same,
-    /// Not kept: this node holds a newer version, or another SCONE of the same version
-    /// (two primaries forked the session; the first to arrive wins).
+    /// Not kept: this node holds a newer version.
     Stale,
+    /// Not kept: this node holds a version of another line (two primaries forked the
+    /// session, and the line held here may be the acknowledged one).
+    Forked,
     /// Not kept: it has expired.
     Expired,
     /// Not kept: the store is at its bound of sessions.
@@ -42,10 +48,61 @@ pub struct SessionStore {
     clock: Arc<dyn Clock>,
 }
 
+/// One session as a node holds it.
+#[derive(Clone, Debug)]
+pub struct Held {
+    /// Its newest SCONE here.
+    pub scone: Scone,
+    /// The versions that SCONE descends from.
+    pub lineage: Lineage,
+}
+
+impl Held {
+    /// Which version it is.
+    pub fn id(&self) -> VersionId {
+        VersionId::of(&self.scone)
+    }
+
+    /// Whether it is `base` or descends from it (as far as its lineage tells).
+    pub fn descends_from(&self, base: VersionId) -> bool {
+        descends_from(self.id(), &self.lineage, base)
+    }
+}
+
+/// Whether `held` may be replaced by version `id` with `lineage`: see
+/// [`SessionStore::put`].
+fn admits(
+    held: &Held,
+    id: VersionId,
+    lineage: &Lineage,
+    acknowledged: Option<VersionId>,
+) -> Stored {
+    let stored = match descent(id, lineage, held.id()) {
+        Descent::Same => return Stored::Same,
+        Descent::Newer => return Stored::Kept,
+        Descent::Older => Stored::Stale,
+        Descent::Forked => Stored::Forked,
+    };
+    // Another line. The version the request's client was acknowledged on decides: a
+    // held line that does not continue it is an attempt the client gave up on; when both
+    // continue it, neither was acknowledged to that client, and the higher (version,
+    // digest) wins, the same way on every node, so that nodes settle on one line.
+    let replaces = acknowledged.is_some_and(|base| {
+        descends_from(id, lineage, base)
+            && (!held.descends_from(base)
+                || (id.version, id.digest) > (held.id().version, held.id().digest))
+    });
+    if replaces {
+        Stored::Kept
+    } else {
+        stored
+    }
+}
+
 #[derive(Default)]
 struct Sessions {
     /// The newest SCONE of each live session.
-    live: HashMap<SessionId, Scone>,
+    live: HashMap<SessionId, Held>,
     /// Ended sessions, until when to remember them (ms since the epoch).
     ended: HashMap<SessionId, u64>,
 }
@@ -82,51 +139,83 @@ impl SessionStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Keeps `scone` (already verified) unless this node holds a version at least as
-    /// new; see [`Stored`].
-    pub fn put(&self, scone: Scone) -> Stored {
+    /// Keeps `scone` (already verified), whose ancestors are `lineage`, if it descends
+    /// from what this node holds ([`Stored`] says why not).
+    ///
+    /// `acknowledged` is a version the client was acknowledged on, when the copy comes
+    /// from a request that named one (its routing token). A copy that descends from it
+    /// also replaces a held version of another line: one that does not descend from it
+    /// (a fork left by an attempt the client gave up on), or one that does but is lower
+    /// in (version, digest) order (two attempts after the acknowledged version, neither
+    /// acknowledged to that client). With one client per session, nothing acknowledged
+    /// is replaced so; several clients writing one session through failovers can see one
+    /// of two such lines dropped.
+    pub fn put(&self, scone: Scone, lineage: Lineage, acknowledged: Option<VersionId>) -> Stored {
         let now_ms = self.clock.now_ms();
         if scone.is_expired_at(now_ms) {
             return Stored::Expired;
         }
         let id = SessionId::of(&scone);
-        let scone = scone.compacted();
+        let new = Held {
+            scone: scone.compacted(),
+            lineage,
+        };
         let mut guard = self.lock();
         if guard.ended.contains_key(&id) {
             return Stored::Ended;
         }
         let sessions = &mut guard.live;
         let full = sessions.len() >= self.max_sessions;
-        match sessions.get_mut(&id) {
-            Some(held) if held.is_expired_at(now_ms) || held.version() < scone.version() => {
-                *held = scone;
-                Stored::Kept
+        let Some(held) = sessions.get_mut(&id) else {
+            if full {
+                return Stored::Full;
             }
-            Some(held)
-                if held.version() == scone.version() && held.encoded() == scone.encoded() =>
-            {
-                Stored::Same
-            }
-            Some(_) => Stored::Stale,
-            None if full => Stored::Full,
-            None => {
-                sessions.insert(id, scone);
-                Stored::Kept
-            }
+            sessions.insert(id, new);
+            return Stored::Kept;
+        };
+        let stored = if held.scone.is_expired_at(now_ms) {
+            Stored::Kept
+        } else {
+            admits(held, new.id(), &new.lineage, acknowledged)
+        };
+        if stored == Stored::Kept {
+            *held = new;
+        }
+        stored
+    }
+
+    /// What [`put`](Self::put) would do with version `id` of `session` (bounds and
+    /// expiry aside): whether a SCONE minted from a loaded version may still be kept.
+    pub fn admits(
+        &self,
+        session: &SessionId,
+        id: VersionId,
+        lineage: &Lineage,
+        acknowledged: Option<VersionId>,
+    ) -> Stored {
+        match self.lock().live.get(session) {
+            Some(held) => admits(held, id, lineage, acknowledged),
+            None => Stored::Kept,
         }
     }
 
-    /// The session's newest SCONE, unless it has expired (then it is dropped).
-    pub fn get(&self, id: &SessionId) -> Option<Scone> {
+    /// The session's newest SCONE and its lineage, unless it has expired (then it is
+    /// dropped).
+    pub fn get(&self, id: &SessionId) -> Option<Held> {
         let now_ms = self.clock.now_ms();
         let mut guard = self.lock();
         match guard.live.get(id) {
-            Some(held) if held.is_expired_at(now_ms) => {
+            Some(held) if held.scone.is_expired_at(now_ms) => {
                 guard.live.remove(id);
                 None
             }
             held => held.cloned(),
         }
+    }
+
+    /// The session's newest SCONE, unless it has expired.
+    pub fn get_scone(&self, id: &SessionId) -> Option<Scone> {
+        self.get(id).map(|held| held.scone)
     }
 
     /// Whether the session was ended (and is still remembered as such).
@@ -143,8 +232,8 @@ impl SessionStore {
         let held = guard.live.remove(id);
         let until = held
             .as_ref()
-            .map_or(now_ms.saturating_add(ENDED_RETENTION_MS), |scone| {
-                scone.expires_at_ms().max(now_ms)
+            .map_or(now_ms.saturating_add(ENDED_RETENTION_MS), |held| {
+                held.scone.expires_at_ms().max(now_ms)
             });
         guard.ended.insert(id.clone(), until);
         held.is_some()
@@ -152,7 +241,7 @@ impl SessionStore {
 
     /// The version held of the session, if any (expired or not).
     pub fn version(&self, id: &SessionId) -> Option<u64> {
-        self.lock().live.get(id).map(Scone::version)
+        self.lock().live.get(id).map(|held| held.scone.version())
     }
 
     /// Drops every expired session, and forgets ended ones past their time; returns how
@@ -161,18 +250,21 @@ impl SessionStore {
         let now_ms = self.clock.now_ms();
         let mut guard = self.lock();
         let before = guard.live.len();
-        guard.live.retain(|_, scone| !scone.is_expired_at(now_ms));
+        guard
+            .live
+            .retain(|_, held| !held.scone.is_expired_at(now_ms));
         guard.ended.retain(|_, until| *until > now_ms);
         before - guard.live.len()
     }
 
-    /// Every unexpired SCONE held, at this moment (for a hand-over before leaving).
-    pub fn snapshot(&self) -> Vec<Scone> {
+    /// Every unexpired session held, at this moment (for a hand-over before leaving,
+    /// or re-replication).
+    pub fn snapshot(&self) -> Vec<Held> {
         let now_ms = self.clock.now_ms();
         self.lock()
             .live
             .values()
-            .filter(|scone| !scone.is_expired_at(now_ms))
+            .filter(|held| !held.scone.is_expired_at(now_ms))
             .cloned()
             .collect()
     }
@@ -214,31 +306,104 @@ mod tests {
             .with_version(version);
             minter.mint(draft).unwrap()
         };
-        assert_eq!(store.put(mint(1, 2)), Stored::Kept);
-        assert_eq!(store.put(mint(1, 1)), Stored::Stale);
-        assert_eq!(store.put(mint(1, 3)), Stored::Kept);
-        assert_eq!(store.put(mint(2, 1)), Stored::Kept);
-        assert_eq!(store.put(mint(3, 1)), Stored::Full, "never evicts");
+        let put = |scone| store.put(scone, Lineage::default(), None);
+        assert_eq!(put(mint(1, 2)), Stored::Kept);
+        assert_eq!(put(mint(1, 1)), Stored::Stale);
+        assert_eq!(put(mint(1, 3)), Stored::Kept);
+        assert_eq!(put(mint(2, 1)), Stored::Kept);
+        assert_eq!(put(mint(3, 1)), Stored::Full, "never evicts");
         let id = SessionId::of(&mint(1, 3));
         assert_eq!(store.version(&id), Some(3));
 
         clock.advance(Duration::from_secs(61));
-        assert_eq!(store.get(&id), None, "expired: dropped when met");
+        assert!(store.get(&id).is_none(), "expired: dropped when met");
         assert_eq!(store.purge_expired(), 1, "the other one");
         assert!(store.is_empty());
-        assert_eq!(store.put(mint(4, 1)), Stored::Kept, "room again");
+        assert_eq!(put(mint(4, 1)), Stored::Kept, "room again");
 
         // Ended: gone, and no copy brings it back, not even a newer one.
         let four = SessionId::of(&mint(4, 1));
         assert!(store.end(&four));
         assert!(store.is_ended(&four));
-        assert_eq!(store.get(&four), None);
-        assert_eq!(store.put(mint(4, 2)), Stored::Ended);
+        assert!(store.get(&four).is_none());
+        assert_eq!(put(mint(4, 2)), Stored::Ended);
         clock.advance(Duration::from_secs(61));
         store.purge_expired();
         assert!(
             !store.is_ended(&four),
             "forgotten once it would have expired"
+        );
+    }
+}
+
+#[cfg(test)]
+mod lineage_tests {
+    use std::time::Duration;
+
+    use scone::{Draft, EndpointId, Minter, MinterConfig, ServiceId, SigningKey};
+
+    use super::*;
+
+    /// A minter of SCONEs of one session, each version with the state `line`.
+    fn mint(version: u64, line: &[u8]) -> Scone {
+        let minter = Minter::new(SigningKey::from_seed(&[3; 32])).with_config(MinterConfig {
+            default_ttl: Duration::from_secs(60),
+            ..MinterConfig::default()
+        });
+        let draft = Draft::new(
+            ServiceId::new("cart").unwrap(),
+            EndpointId::from_bytes([1; 16]),
+        )
+        .with_version(version)
+        .with_state(line.to_vec());
+        minter.mint(draft).unwrap()
+    }
+
+    #[test]
+    fn another_line_does_not_replace_the_held_one_unless_it_is_an_orphan() {
+        let store = SessionStore::new(8);
+        let v1 = mint(1, b"base");
+        let (a2, b2) = (mint(2, b"a"), mint(2, b"b"));
+        let after =
+            |parent: &Scone, lineage: &Lineage| Lineage::after(VersionId::of(parent), lineage);
+        let root = Lineage::default();
+        assert_eq!(store.put(v1.clone(), root.clone(), None), Stored::Kept);
+        assert_eq!(store.put(a2.clone(), after(&v1, &root), None), Stored::Kept);
+        // Line b: its version 3 outnumbers a2, but descends from b2, not from a2.
+        let b3 = mint(3, b"b3");
+        let b3_lineage = after(&b2, &after(&v1, &root));
+        assert_eq!(
+            store.put(b3.clone(), b3_lineage.clone(), None),
+            Stored::Forked
+        );
+        assert_eq!(store.get_scone(&SessionId::of(&a2)).unwrap().state(), b"a");
+        // Acknowledged on a2: line b cannot replace it even so.
+        let a2_id = Some(VersionId::of(&a2));
+        assert_eq!(
+            store.put(b3.clone(), b3_lineage.clone(), a2_id),
+            Stored::Forked
+        );
+        // But a line the client was acknowledged on replaces an orphan (a2, when the
+        // client was acknowledged on b2).
+        assert_eq!(
+            store.put(b3, b3_lineage, Some(VersionId::of(&b2))),
+            Stored::Kept
+        );
+        assert_eq!(store.get_scone(&SessionId::of(&a2)).unwrap().state(), b"b3");
+
+        // Two lines that both continue v1, the version acknowledged: the higher wins, the
+        // same on every node, whichever arrives first.
+        let v1_id = Some(VersionId::of(&v1));
+        let a3 = mint(3, b"a3");
+        let a3_lineage = after(&a2, &after(&v1, &root));
+        let b3 = store.get(&SessionId::of(&a2)).unwrap();
+        let a3_wins = (3, VersionId::of(&a3).digest) > (3, b3.id().digest);
+        let stored = store.put(a3.clone(), a3_lineage, v1_id);
+        assert_eq!(stored == Stored::Kept, a3_wins, "{stored:?}");
+        let winner = if a3_wins { a3 } else { b3.scone };
+        assert_eq!(
+            store.get_scone(&SessionId::of(&a2)).unwrap().encoded(),
+            winner.encoded()
         );
     }
 }

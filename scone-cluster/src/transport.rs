@@ -8,7 +8,7 @@ pub mod tcp;
 use std::future::Future;
 use std::net::SocketAddr;
 
-use crate::replica::ReplicaRefusal;
+use crate::replica::{ReplicaRefusal, SessionCopy};
 use crate::session::SessionId;
 
 /// Why a call to a peer failed.
@@ -36,19 +36,19 @@ pub enum PeerError {
 /// Calls to peers, by their peer address. Every call is bounded by the transport's
 /// own timeout.
 pub trait PeerTransport: Send + Sync + 'static {
-    /// Asks `peer` to keep `scone` (encoded); `Ok` once it has.
+    /// Asks `peer` to keep `copy`; `Ok` once it has.
     fn replicate(
         &self,
         peer: SocketAddr,
-        scone: Vec<u8>,
+        copy: SessionCopy,
     ) -> impl Future<Output = Result<(), PeerError>> + Send;
 
-    /// The SCONE `peer` holds for `session` (encoded, unverified), if any.
+    /// What `peer` holds of `session` (unverified), if anything.
     fn fetch(
         &self,
         peer: SocketAddr,
         session: SessionId,
-    ) -> impl Future<Output = Result<Option<Vec<u8>>, PeerError>> + Send;
+    ) -> impl Future<Output = Result<Option<SessionCopy>, PeerError>> + Send;
 
     /// Asks `peer` to drop `session`; `Ok(held)` says whether it held it.
     fn delete(

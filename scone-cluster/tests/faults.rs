@@ -12,7 +12,8 @@ use examples::cart::{self, CartState};
 use scone::{KeyRing, SigningKey};
 use scone_cluster::transport::memory::MemoryNetwork;
 use scone_cluster::{
-    ClusterConfig, ClusterPlacement, Member, Replica, SessionStore, StaticMembership,
+    ClusterConfig, ClusterPlacement, Lineage, Member, Replica, SessionStore, StaticMembership,
+    VersionId,
 };
 use scone_rpc::envelope::RefusalKind;
 use scone_rpc::SconeLayer;
@@ -169,17 +170,25 @@ async fn a_node_behind_takes_the_newer_version_instead_of_refusing_forever() {
     let token = client.routing();
     assert_eq!(token.secondaries, [b.rpc]);
 
-    // An attempt the client gave up on made version v + 1 elsewhere, with B as its
-    // secondary: B holds it, A still holds v.
-    let v1 = a_replica.store().get(&token.session).unwrap();
+    // Attempts the client gave up on made versions v + 1 and v + 2 elsewhere, with B as
+    // their secondary: B holds v + 2, A still holds v. (Had B held only v + 1, A's own
+    // v + 1 would be a line as good: the higher digest would win.)
+    let v1 = a_replica.store().get_scone(&token.session).unwrap();
     let mut other = CartState::default();
     other.items.insert("apple".into(), 1);
     other.items.insert("pear".into(), 1);
     other.changes = 2;
-    let v2 = scone::Minter::new(key.clone())
+    let minter = scone::Minter::new(key.clone());
+    let v2 = minter
         .mint(v1.successor(postcard::to_allocvec(&other).unwrap()))
         .unwrap();
-    b_replica.keep(v2).unwrap();
+    other.changes = 3;
+    let v3 = minter
+        .mint(v2.successor(postcard::to_allocvec(&other).unwrap()))
+        .unwrap();
+    let v2_lineage = Lineage::after(VersionId::of(&v1), &Lineage::default());
+    let v3_lineage = Lineage::after(VersionId::of(&v2), &v2_lineage);
+    b_replica.keep(v3, v3_lineage, None).unwrap();
 
     // Served from v, the change cannot be committed: B holds newer. A takes B's version.
     let refusal = client.add(a, "plum", 1).await.unwrap_err();
@@ -280,7 +289,7 @@ async fn concurrent_requests_on_one_session_are_serialized_and_none_is_lost() {
     let session = first.routing().session;
     for holder in [&a_replica, &b_replica] {
         let newest = holder.store().get(&session).unwrap();
-        let cart: CartState = postcard::from_bytes(newest.state()).unwrap();
+        let cart: CartState = postcard::from_bytes(newest.scone.state()).unwrap();
         for item in &acknowledged {
             assert_eq!(cart.items.get(item), Some(&1), "{item} missing");
         }

@@ -9,8 +9,8 @@ use common::*;
 use examples::cart;
 use scone::{Draft, EndpointId, Minter, SigningKey};
 use scone_cluster::{
-    ClusterConfig, PeerError, PeerTransport, ReplicaRefusal, RoutingToken, Shortfall,
-    StaticMembership, TcpTransport,
+    ClusterConfig, Lineage, PeerError, PeerTransport, ReplicaRefusal, RoutingToken, SessionCopy,
+    Shortfall, StaticMembership, TcpTransport, VersionId,
 };
 use scone_rpc::envelope::RefusalKind;
 
@@ -143,7 +143,7 @@ async fn peers_refuse_forged_and_older_copies() {
     let forged = Minter::new(SigningKey::generate().unwrap())
         .mint(draft(5))
         .unwrap();
-    let planted = bounded(transport.replicate(peer, forged.encoded().to_vec())).await;
+    let planted = bounded(transport.replicate(peer, SessionCopy::without_lineage(&forged))).await;
     assert!(
         matches!(
             planted,
@@ -154,7 +154,15 @@ async fn peers_refuse_forged_and_older_copies() {
         ),
         "{planted:?}"
     );
-    let garbage = bounded(transport.replicate(peer, vec![1, 2, 3])).await;
+    let garbage = bounded(transport.replicate(
+        peer,
+        SessionCopy {
+            scone: vec![1, 2, 3],
+            lineage: Default::default(),
+            acknowledged: None,
+        },
+    ))
+    .await;
     assert!(matches!(
         garbage,
         Err(PeerError::Refused {
@@ -166,10 +174,11 @@ async fn peers_refuse_forged_and_older_copies() {
     let minter = Minter::new(key.clone());
     let newer = minter.mint(draft(5)).unwrap();
     let older = minter.mint(draft(4)).unwrap();
-    bounded(transport.replicate(peer, newer.encoded().to_vec()))
+    bounded(transport.replicate(peer, SessionCopy::without_lineage(&newer)))
         .await
         .unwrap();
-    let rolled_back = bounded(transport.replicate(peer, older.encoded().to_vec())).await;
+    let rolled_back =
+        bounded(transport.replicate(peer, SessionCopy::without_lineage(&older))).await;
     assert!(matches!(
         rolled_back,
         Err(PeerError::Refused {
@@ -179,15 +188,15 @@ async fn peers_refuse_forged_and_older_copies() {
     ));
     // The same version again (a retried copy) is fine; another SCONE of that version
     // (a forked primary) is not.
-    bounded(transport.replicate(peer, newer.encoded().to_vec()))
+    bounded(transport.replicate(peer, SessionCopy::without_lineage(&newer)))
         .await
         .unwrap();
     let fork = minter.mint(draft(5).with_state(b"other".to_vec())).unwrap();
-    let forked = bounded(transport.replicate(peer, fork.encoded().to_vec())).await;
+    let forked = bounded(transport.replicate(peer, SessionCopy::without_lineage(&fork))).await;
     assert!(matches!(
         forked,
         Err(PeerError::Refused {
-            refusal: ReplicaRefusal::Stale,
+            refusal: ReplicaRefusal::Forked,
             ..
         })
     ));
@@ -216,7 +225,7 @@ async fn a_request_served_from_an_old_version_is_refused_as_stale() {
     let stale_scone = nodes[0]
         .replica
         .store()
-        .get(&client.routing().session)
+        .get_scone(&client.routing().session)
         .unwrap();
     client.add(nodes[0].member.rpc, "apple", 1).await.unwrap();
     let channel = bounded(scone_rpc::client::connect(nodes[0].member.rpc))
@@ -348,7 +357,8 @@ async fn an_ended_session_is_gone_from_every_node_and_the_next_call_starts_anew(
                 .with_version(token.version + 1),
         )
         .unwrap();
-    let refused = bounded(stale.replicate(nodes[1].member.peer, old.encoded().to_vec())).await;
+    let refused =
+        bounded(stale.replicate(nodes[1].member.peer, SessionCopy::without_lineage(&old))).await;
     assert!(matches!(
         refused,
         Err(PeerError::Refused {
@@ -369,7 +379,7 @@ async fn another_scone_of_the_same_version_is_not_taken_for_the_tokens() {
     let outsider = outsider(&nodes, &token);
     // A fork: the same version with another state, left on the outsider (as an attempt
     // the client gave up on could leave it).
-    let acknowledged = nodes[0].replica.store().get(&token.session).unwrap();
+    let acknowledged = nodes[0].replica.store().get_scone(&token.session).unwrap();
     let mut fork = cart::CartState::default();
     fork.items.insert("forged-by-a-lost-attempt".into(), 1);
     let forked = Minter::new(key.clone())
@@ -380,7 +390,10 @@ async fn another_scone_of_the_same_version_is_not_taken_for_the_tokens() {
                 .with_state_format(scone::StateFormat::Postcard),
         )
         .unwrap();
-    outsider.replica.keep(forked).unwrap();
+    outsider
+        .replica
+        .keep(forked, Default::default(), None)
+        .unwrap();
 
     let view = client.view(outsider.member.rpc).await.unwrap();
     assert_eq!(
@@ -388,6 +401,98 @@ async fn another_scone_of_the_same_version_is_not_taken_for_the_tokens() {
         [("apple", 1)],
         "the acknowledged state, fetched from an owner"
     );
+    stop_all(nodes).await;
+}
+
+/// A line that forked before the acknowledged version (an attempt the client gave up on,
+/// which went on elsewhere) outnumbers it: its version 3 against the acknowledged 2.
+/// Ordered by number alone it would replace version 2 on the secondary and be served for
+/// the client's token, losing what version 2 acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_version_of_another_line_neither_replaces_nor_serves_the_acknowledged_one() {
+    let key = SigningKey::generate().unwrap();
+    let nodes = cluster(3, &key, ClusterConfig::default()).await;
+    let mut client = TokenClient::new();
+    client.add(nodes[0].member.rpc, "apple", 1).await.unwrap();
+    let session = client.routing().session;
+    let v1 = nodes[0].replica.store().get(&session).unwrap();
+    client.add(nodes[0].member.rpc, "pear", 1).await.unwrap();
+    let token = client.routing();
+    let secondary = nodes
+        .iter()
+        .find(|node| node.member.rpc == token.secondaries[0])
+        .unwrap();
+    let outsider = outsider(&nodes, &token);
+
+    // The other line: v2' and v3' from v1, without the pear.
+    let minter = Minter::new(key.clone());
+    let mint = |version: u64, items: &[&str]| {
+        let mut cart = cart::CartState::default();
+        for item in items {
+            cart.items.insert((*item).into(), 1);
+        }
+        minter
+            .mint(
+                Draft::new(cart::service_id().unwrap(), session.endpoint)
+                    .with_version(version)
+                    .with_state(postcard::to_allocvec(&cart).unwrap())
+                    .with_state_format(scone::StateFormat::Postcard),
+            )
+            .unwrap()
+    };
+    let other_v2 = mint(2, &["apple", "lost-attempt"]);
+    let other_v3 = mint(3, &["apple", "lost-attempt", "more"]);
+    let other_v2_lineage = Lineage::after(v1.id(), &v1.lineage);
+    let other_v3_lineage = Lineage::after(VersionId::of(&other_v2), &other_v2_lineage);
+    let copy = |scone: &scone::Scone, lineage: &Lineage| SessionCopy {
+        scone: scone.encoded().to_vec(),
+        lineage: lineage.clone(),
+        acknowledged: None,
+    };
+    let transport = TcpTransport::new(std::time::Duration::from_secs(2));
+    let to_outsider = outsider.member.peer;
+    bounded(transport.replicate(to_outsider, copy(&other_v2, &other_v2_lineage)))
+        .await
+        .unwrap();
+    bounded(transport.replicate(to_outsider, copy(&other_v3, &other_v3_lineage)))
+        .await
+        .unwrap();
+
+    // The secondary, holding the acknowledged version 2, refuses it.
+    let refused =
+        bounded(transport.replicate(secondary.member.peer, copy(&other_v3, &other_v3_lineage)))
+            .await;
+    assert!(
+        matches!(
+            refused,
+            Err(PeerError::Refused {
+                refusal: ReplicaRefusal::Forked,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    let held = secondary.replica.store().get(&session).unwrap();
+    assert_eq!(
+        held.id(),
+        token.version_id(),
+        "the acknowledged version stays"
+    );
+
+    // The outsider does not serve it for the token: it fetches the acknowledged one.
+    let view = client.view(outsider.member.rpc).await.unwrap();
+    assert_eq!(items(&view), [("apple", 1), ("pear", 1)]);
+    // And a change there replaces the other line (no acknowledged version descends
+    // from it) instead of being refused because of it.
+    let view = client.add(outsider.member.rpc, "plum", 1).await.unwrap();
+    assert_eq!(items(&view), [("apple", 1), ("pear", 1), ("plum", 1)]);
+    let after = client.routing();
+    for node in &nodes {
+        let holds = node.replica.store().get(&session).map(|held| held.id());
+        if after.owners().any(|owner| owner == node.member.rpc) {
+            assert_eq!(holds, Some(after.version_id()), "{}", node.member.rpc);
+        }
+    }
     stop_all(nodes).await;
 }
 
@@ -420,7 +525,7 @@ async fn with_a_cluster_secret_only_peers_that_hold_it_get_through() {
     // Without the secret, or with another: no call gets through, not even a read.
     let timeout = std::time::Duration::from_secs(2);
     let stranger = TcpTransport::new(timeout);
-    let planted = bounded(stranger.replicate(peer_addr, copy.encoded().to_vec())).await;
+    let planted = bounded(stranger.replicate(peer_addr, SessionCopy::without_lineage(&copy))).await;
     assert!(
         matches!(planted, Err(PeerError::Unreachable { .. })),
         "{planted:?}"
@@ -436,11 +541,14 @@ async fn with_a_cluster_secret_only_peers_that_hold_it_get_through() {
 
     // With it: copies and reads work.
     let member = TcpTransport::new(timeout).with_secret(secret);
-    bounded(member.replicate(peer_addr, copy.encoded().to_vec()))
+    bounded(member.replicate(peer_addr, SessionCopy::without_lineage(&copy)))
         .await
         .unwrap();
     let fetched = bounded(member.fetch(peer_addr, session)).await.unwrap();
-    assert_eq!(fetched.as_deref(), Some(&copy.encoded()[..]));
+    assert_eq!(
+        fetched.map(|fetched| fetched.scone).as_deref(),
+        Some(&copy.encoded()[..])
+    );
     let _ = stop_tx.send(());
     bounded(served).await.unwrap().unwrap();
 }

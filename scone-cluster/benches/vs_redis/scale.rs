@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use scone::{Draft, EndpointId, Minter, ServiceId, SigningKey};
-use scone_cluster::{NodeConfig, SessionId, SessionStore, Stored};
+use scone_cluster::{Lineage, NodeConfig, SessionId, SessionStore, Stored};
 use tokio::process::Command;
 
 use crate::redis::{encode_command, RedisConnection, RedisPair, Reply};
@@ -74,7 +74,11 @@ pub fn scale_child(spec: &str) {
             for scone in minter.mint_batch(&drafts).expect("mint a group") {
                 encoded += scone.encoded().len() as u64;
                 // By value: the store keeps a compacted copy, the minted one goes.
-                assert_eq!(store.put(scone), Stored::Kept, "session {next} kept");
+                assert_eq!(
+                    store.put(scone, Lineage::default(), None),
+                    Stored::Kept,
+                    "session {next} kept"
+                );
             }
             next += size;
         }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use super::{PeerError, PeerTransport};
-use crate::replica::Replica;
+use crate::replica::{Replica, SessionCopy};
 use crate::session::SessionId;
 
 /// The simulated network: which nodes are up, and what is wrong with their links.
@@ -164,11 +164,11 @@ impl MemoryTransport {
 }
 
 impl PeerTransport for MemoryTransport {
-    async fn replicate(&self, peer: SocketAddr, scone: Vec<u8>) -> Result<(), PeerError> {
+    async fn replicate(&self, peer: SocketAddr, copy: SessionCopy) -> Result<(), PeerError> {
         let held = self.network.lock().held.get(&peer).cloned();
         self.call(peer, move |replica: Replica| async move {
             let kept = replica
-                .accept(scone)
+                .accept(copy)
                 .map_err(|refusal| PeerError::Refused { peer, refusal });
             if let Some(gate) = held {
                 // Kept already; only the answer waits.
@@ -187,7 +187,7 @@ impl PeerTransport for MemoryTransport {
         &self,
         peer: SocketAddr,
         session: SessionId,
-    ) -> Result<Option<Vec<u8>>, PeerError> {
+    ) -> Result<Option<SessionCopy>, PeerError> {
         self.call(peer, move |replica: Replica| async move {
             Ok(replica.fetch(&session))
         })

@@ -24,16 +24,16 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc, Semaphore};
 
 use super::{PeerError, PeerTransport};
-use crate::replica::{Replica, ReplicaRefusal};
+use crate::replica::{Replica, ReplicaRefusal, SessionCopy};
 use crate::session::SessionId;
 
 /// The calls between nodes.
 #[tarpc::service]
 pub(crate) trait Peer {
-    /// Keeps `scone` (encoded) if it verifies and is newer than what is held.
-    async fn replicate(scone: Vec<u8>) -> Result<(), ReplicaRefusal>;
-    /// The SCONE held for `session`, encoded, from this node's store only.
-    async fn fetch(session: SessionId) -> Option<Vec<u8>>;
+    /// Keeps `copy` if it verifies and descends from what is held.
+    async fn replicate(copy: SessionCopy) -> Result<(), ReplicaRefusal>;
+    /// What this node holds of `session`, from its store only.
+    async fn fetch(session: SessionId) -> Option<SessionCopy>;
     /// Drops `session`; whether it was held.
     async fn delete(session: SessionId) -> bool;
 }
@@ -46,12 +46,12 @@ impl Peer for PeerServer {
     async fn replicate(
         self,
         _: tarpc::context::Context,
-        scone: Vec<u8>,
+        copy: SessionCopy,
     ) -> Result<(), ReplicaRefusal> {
-        self.0.accept(scone)
+        self.0.accept(copy)
     }
 
-    async fn fetch(self, _: tarpc::context::Context, session: SessionId) -> Option<Vec<u8>> {
+    async fn fetch(self, _: tarpc::context::Context, session: SessionId) -> Option<SessionCopy> {
         self.0.fetch(&session)
     }
 
@@ -249,11 +249,11 @@ impl TcpTransport {
 }
 
 impl PeerTransport for TcpTransport {
-    async fn replicate(&self, peer: SocketAddr, scone: Vec<u8>) -> Result<(), PeerError> {
+    async fn replicate(&self, peer: SocketAddr, copy: SessionCopy) -> Result<(), PeerError> {
         let answer = self
             .call(
                 peer,
-                |link, ctx| async move { link.replicate(ctx, scone).await },
+                |link, ctx| async move { link.replicate(ctx, copy).await },
             )
             .await?;
         answer.map_err(|refusal| PeerError::Refused { peer, refusal })
@@ -263,7 +263,7 @@ impl PeerTransport for TcpTransport {
         &self,
         peer: SocketAddr,
         session: SessionId,
-    ) -> Result<Option<Vec<u8>>, PeerError> {
+    ) -> Result<Option<SessionCopy>, PeerError> {
         self.call(
             peer,
             |link, ctx| async move { link.fetch(ctx, session).await },
