@@ -65,9 +65,13 @@
 //! share a session follow each other instead of forking it. A handler can **end** its
 //! session (`end_session`): every member drops it.
 //!
+//! **Copies made again**: when a member is lost, every node copies the sessions it
+//! holds to k live members ([`ClusterPlacement::keep_copies`], run by a [`ClusterNode`]),
+//! without waiting for requests; a node that joins is a candidate like any other (10,000
+//! sessions in about 0.45 s: `cargo bench -p scone-cluster --bench rereplication`).
+//!
 //! Not covered yet: deltas (the commit receives them, peers get whole SCONEs),
-//! batching, re-replication after a member dies (until the session's next change, or a
-//! graceful hand-over), TLS on peer links, and authentication of gossip (anyone who reaches the gossip port can
+//! batching, TLS on peer links, and authentication of gossip (anyone who reaches the gossip port can
 //! announce a member). Peer links are authenticated with a cluster secret when one is
 //! set (`NodeConfig::secret`, `cart-server --cluster-secret-file`); either way peers
 //! verify every SCONE they take. Keep the ports on a private network.

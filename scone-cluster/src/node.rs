@@ -1,6 +1,6 @@
 //! [`ClusterNode`]: the pieces a server needs to keep its sessions in a cluster, wired
-//! together: its store and replica, the peer listener, the placement, and a graceful
-//! leave that hands its sessions over first.
+//! together: its store and replica, the peer listener, the placement, copies made again
+//! when a member is lost, and a graceful leave that hands its sessions over first.
 
 use std::future::Future;
 use std::io;
@@ -33,6 +33,9 @@ pub struct NodeConfig {
     /// The cluster secret peers prove they hold before any call, both ways (default
     /// none: peer links are open to whoever reaches them). See [`crate::transport::tcp`].
     pub secret: Option<scone_rpc::peer_link::LinkSecret>,
+    /// How often the membership is checked for a lost member, whose sessions are then
+    /// copied again (default 250 ms): see [`ClusterPlacement::keep_copies`].
+    pub recopy_check: Duration,
 }
 
 impl Default for NodeConfig {
@@ -43,6 +46,7 @@ impl Default for NodeConfig {
             max_sessions: 1_000_000,
             purge_interval: Duration::from_secs(30),
             secret: None,
+            recopy_check: Duration::from_millis(250),
         }
     }
 }
@@ -90,6 +94,7 @@ impl<M: Membership> ClusterNode<M> {
             ClusterPlacement::new(me, replica.clone(), transport, membership, config.cluster);
         let (stop_peers, stopped) = oneshot::channel::<()>();
         let store = replica.store().clone();
+        let recopier = placement.clone();
         let peers = tokio::spawn(async move {
             let purge = async {
                 let mut every = tokio::time::interval(config.purge_interval);
@@ -115,6 +120,7 @@ impl<M: Membership> ClusterNode<M> {
             tokio::select! {
                 served = served => served,
                 () = purge => Ok(()),
+                () = recopier.keep_copies(config.recopy_check) => Ok(()),
             }
         });
         Self {

@@ -1,5 +1,8 @@
 //! [`ClusterPlacement`]: sessions held by the cluster, each new version copied to k
-//! peers before the reply, found again by the routing token.
+//! peers before the reply, found again by the routing token; and copies
+//! made again when a member is lost.
+
+mod recovery;
 
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
@@ -74,7 +77,7 @@ impl Default for ClusterConfig {
     }
 }
 
-/// What [`ClusterPlacement::hand_over`] did.
+/// What [`ClusterPlacement::hand_over`] or [`ClusterPlacement::rereplicate`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct HandOver {
@@ -194,30 +197,6 @@ impl<T: PeerTransport, M: Membership> ClusterPlacement<T, M> {
         self.inner.membership.members()
     }
 
-    /// Copies every session this node holds to k other live members (as a commit would
-    /// choose them), so that it can leave without taking a copy away: call it on a
-    /// graceful stop, once it no longer serves clients. Returns how many sessions reached
-    /// k copies, and how many fell short.
-    pub async fn hand_over(&self) -> HandOver {
-        let inner = &*self.inner;
-        let mut report = HandOver::default();
-        for held in inner.replica.store().snapshot() {
-            let session = SessionId::of(&held.scone);
-            let candidates = inner.candidates(&session, None);
-            let wanted = inner.config.replicas.wanted(candidates.len());
-            match inner
-                .replicate(&SessionCopy::of(&held), &candidates, wanted)
-                .await
-            {
-                Ok(acknowledged) if acknowledged.len() >= wanted => report.handed_over += 1,
-                // A peer holds newer: nothing of this node's is needed there.
-                Err(PlacementError::Superseded(_)) => report.handed_over += 1,
-                _ => report.short += 1,
-            }
-        }
-        report
-    }
-
     /// The counters now (copies this node received are counted by its [`Replica`]).
     pub fn stats(&self) -> ClusterStats {
         let mut stats = self.inner.replica.counters().snapshot();
@@ -232,6 +211,8 @@ impl<T: PeerTransport, M: Membership> ClusterPlacement<T, M> {
         stats.unavailable = own.unavailable;
         stats.ended = own.ended;
         stats.busy = own.busy;
+        stats.recopy_passes = own.recopy_passes;
+        stats.recopy_short = own.recopy_short;
         stats.too_late = own.too_late;
         stats
     }

@@ -57,6 +57,11 @@ counters! {
     /// Requests whose session this node fetched from a peer and took over as primary
     /// (a failover, or a node new to the session).
     takeovers,
+    /// Passes that copied every session held to k live members again, after a member was
+    /// lost (or one joined while sessions were short of copies).
+    recopy_passes,
+    /// Sessions those passes left with fewer than k copies on other members.
+    recopy_short,
     /// Requests whose session no node answering held (`session-unavailable`).
     unavailable,
     /// Sessions a handler ended here (dropped on every member that answered).

@@ -552,3 +552,75 @@ async fn with_a_cluster_secret_only_peers_that_hold_it_get_through() {
     let _ = stop_tx.send(());
     bounded(served).await.unwrap().unwrap();
 }
+
+/// A member is lost and no request comes: the sessions it held a copy of are copied to
+/// the members left, and (when too few are left) to the next node that joins, so that a
+/// second loss still loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_that_lost_a_copy_are_copied_again_without_a_request() {
+    let key = SigningKey::generate().unwrap();
+    let (mut listeners, members) = members(3).await;
+    let (a, b, c) = (members[0].clone(), members[1].clone(), members[2].clone());
+    let c_listeners = listeners.pop().unwrap();
+    let b_listeners = listeners.pop().unwrap();
+    let a_listeners = listeners.pop().unwrap();
+    let membership = StaticMembership::new(vec![a.clone(), b.clone()]);
+    let config = ClusterConfig::default;
+    let node_a = start_node(a_listeners, a.clone(), membership.clone(), &key, config());
+    let node_b = start_node(b_listeners, b.clone(), membership.clone(), &key, config());
+    let every = std::time::Duration::from_millis(20);
+    let watcher = node_a.placement.clone();
+    let watching = tokio::spawn(async move { watcher.keep_copies(every).await });
+
+    let mut clients = Vec::new();
+    for n in 0..20 {
+        let mut client = TokenClient::new();
+        client.add(a.rpc, &format!("item-{n}"), 1).await.unwrap();
+        assert_eq!(client.routing().secondaries, [b.rpc]);
+        clients.push(client);
+    }
+    let held = |node: &Node| {
+        clients
+            .iter()
+            .filter(|client| {
+                node.replica
+                    .store()
+                    .get(&client.routing().session)
+                    .is_some()
+            })
+            .count()
+    };
+
+    // B is lost: A alone holds the sessions, and no member is left to copy them to.
+    node_b.stop().await;
+    membership.set(vec![a.clone()]);
+    let passes = |node: &Node| node.placement.stats().recopy_passes;
+    bounded(async {
+        while passes(&node_a) == 0 {
+            tokio::time::sleep(every).await;
+        }
+    })
+    .await;
+    assert_eq!(node_a.placement.stats().recopy_short, 20);
+
+    // C joins: A copies every session to it, still without a request.
+    let node_c = start_node(c_listeners, c.clone(), membership.clone(), &key, config());
+    membership.set(vec![a.clone(), c.clone()]);
+    bounded(async {
+        while held(&node_c) < clients.len() {
+            tokio::time::sleep(every).await;
+        }
+    })
+    .await;
+    assert!(passes(&node_a) >= 2);
+
+    // A is lost too: C serves every session, all there.
+    watching.abort();
+    node_a.stop().await;
+    membership.set(vec![c.clone()]);
+    for (n, client) in clients.iter_mut().enumerate() {
+        let view = client.view(c.rpc).await.unwrap();
+        assert_eq!(items(&view), [(format!("item-{n}").as_str(), 1)]);
+    }
+    node_c.stop().await;
+}
