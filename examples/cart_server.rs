@@ -146,6 +146,8 @@ async fn main() -> anyhow::Result<()> {
                     ..ClusterConfig::default()
                 },
                 secret,
+                // Peers holding the version before get only the fields that changed.
+                deltas: Some(scone_rpc::state::apply_delta::<CartState>),
                 ..NodeConfig::default()
             };
             let node = ClusterNode::start(me, keys, membership.clone(), peers, config);

@@ -70,8 +70,14 @@
 //! without waiting for requests; a node that joins is a candidate like any other (10,000
 //! sessions in about 0.45 s: `cargo bench -p scone-cluster --bench rereplication`).
 //!
-//! Not covered yet: deltas (the commit receives them, peers get whole SCONEs),
-//! batching, TLS on peer links, and authentication of gossip (anyone who reaches the gossip port can
+//! **Deltas**: with [`Replica::with_deltas`] (`NodeConfig::deltas`), a peer the token
+//! names as holding the version before gets only the fields the derive macro saw change,
+//! with the new claims and signature; it applies them, rebuilds the SCONE and verifies
+//! the primary's signature on it. A peer out of step gets the whole copy. For a 4 KiB
+//! state with one counter changed: 158 B per update against 4,253 B
+//! (`cargo bench -p scone-cluster --bench deltas`).
+//!
+//! Not covered yet: batching, TLS on peer links, and authentication of gossip (anyone who reaches the gossip port can
 //! announce a member). Peer links are authenticated with a cluster secret when one is
 //! set (`NodeConfig::secret`, `cart-server --cluster-secret-file`); either way peers
 //! verify every SCONE they take. Keep the ports on a private network.
@@ -111,7 +117,7 @@ pub use crate::membership::gossip::{GossipConfig, GossipError, GossipMembership}
 pub use crate::membership::{Member, Membership, StaticMembership};
 pub use crate::node::{ClusterNode, NodeConfig};
 pub use crate::placement::{ClusterConfig, ClusterPlacement, HandOver, Replicas, Shortfall};
-pub use crate::replica::{Replica, ReplicaRefusal, SessionCopy};
+pub use crate::replica::{DeltaCopy, Replica, ReplicaRefusal, SessionCopy};
 pub use crate::session::{RoutingToken, SessionId, TokenError};
 pub use crate::stats::{ClusterStats, NodeMetrics};
 pub use crate::store::{Held, SessionStore, Stored};

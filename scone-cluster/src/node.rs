@@ -36,6 +36,10 @@ pub struct NodeConfig {
     /// How often the membership is checked for a lost member, whose sessions are then
     /// copied again (default 250 ms): see [`ClusterPlacement::keep_copies`].
     pub recopy_check: Duration,
+    /// How to apply the service state's deltas (`scone_rpc::state::apply_delta::<YourState>`),
+    /// so that peers that hold the version before get only the changed fields (default
+    /// none: whole copies). See [`Replica::with_deltas`].
+    pub deltas: Option<scone_rpc::state::DeltaApplier>,
 }
 
 impl Default for NodeConfig {
@@ -47,6 +51,7 @@ impl Default for NodeConfig {
             purge_interval: Duration::from_secs(30),
             secret: None,
             recopy_check: Duration::from_millis(250),
+            deltas: None,
         }
     }
 }
@@ -85,7 +90,10 @@ impl<M: Membership> ClusterNode<M> {
         peer_listener: TcpListener,
         config: NodeConfig,
     ) -> Self {
-        let replica = Replica::new(SessionStore::new(config.max_sessions), keys);
+        let mut replica = Replica::new(SessionStore::new(config.max_sessions), keys);
+        if let Some(apply) = config.deltas {
+            replica = replica.with_deltas(apply);
+        }
         let mut transport = TcpTransport::new(config.peer_timeout);
         if let Some(secret) = &config.secret {
             transport = transport.with_secret(secret.clone());

@@ -15,7 +15,7 @@ use scone_rpc::server::placement::{Commit, Committed, Placement, PlacementError}
 use crate::lineage::{Lineage, VersionId};
 use crate::locks::{SessionLease, SessionLocks};
 use crate::membership::{Member, Membership};
-use crate::replica::{Replica, ReplicaRefusal, SessionCopy};
+use crate::replica::{DeltaCopy, Replica, ReplicaRefusal, SessionCopy};
 use crate::session::{RoutingToken, SessionId};
 use crate::stats::{bump, ClusterStats};
 use crate::store::{Held, Stored};
@@ -204,6 +204,9 @@ impl<T: PeerTransport, M: Membership> ClusterPlacement<T, M> {
         stats.commits = own.commits;
         stats.replications = own.replications;
         stats.acks = own.acks;
+        stats.delta_copies = own.delta_copies;
+        stats.delta_fallbacks = own.delta_fallbacks;
+        stats.copy_bytes = own.copy_bytes;
         stats.not_replicated = own.not_replicated;
         stats.superseded = own.superseded;
         stats.local_loads = own.local_loads;
@@ -256,10 +259,12 @@ impl<T: PeerTransport, M: Membership> Inner<T, M> {
     }
 
     /// Copies `copy` to `wanted` of `candidates`, replacing those that fail; the
-    /// client addresses of those that acknowledged.
+    /// client addresses of those that acknowledged. Those of `delta`'s nodes (known to
+    /// hold the version before) are sent the delta first.
     async fn replicate(
         &self,
         copy: &SessionCopy,
+        delta: Option<(&DeltaCopy, &[SocketAddr])>,
         candidates: &[Member],
         wanted: usize,
     ) -> Result<Vec<SocketAddr>, PlacementError> {
@@ -272,9 +277,12 @@ impl<T: PeerTransport, M: Membership> Inner<T, M> {
             for _ in batch {
                 bump(&self.counters.replications);
             }
-            let calls = batch
-                .iter()
-                .map(|member| self.transport.replicate(member.peer, copy.clone()));
+            let calls = batch.iter().map(|member| {
+                let delta = delta
+                    .filter(|(_, in_step)| in_step.contains(&member.rpc))
+                    .map(|(delta, _)| delta);
+                self.send(member, copy, delta)
+            });
             for (member, result) in batch.iter().zip(join_all(calls).await) {
                 match result {
                     Ok(()) => {
@@ -301,6 +309,42 @@ impl<T: PeerTransport, M: Membership> Inner<T, M> {
             }
         }
         Ok(acknowledged)
+    }
+
+    /// Sends `member` the `delta` if there is one, and the whole `copy` if there is none
+    /// or it is refused as out of step.
+    async fn send(
+        &self,
+        member: &Member,
+        copy: &SessionCopy,
+        delta: Option<&DeltaCopy>,
+    ) -> Result<(), PeerError> {
+        let sent = |bytes: usize| {
+            self.counters
+                .copy_bytes
+                .fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed)
+        };
+        if let Some(delta) = delta {
+            sent(delta.payload_len());
+            match self
+                .transport
+                .replicate_delta(member.peer, delta.clone())
+                .await
+            {
+                Err(PeerError::Refused {
+                    refusal: ReplicaRefusal::OutOfStep,
+                    ..
+                }) => bump(&self.counters.delta_fallbacks),
+                done => {
+                    if done.is_ok() {
+                        bump(&self.counters.delta_copies);
+                    }
+                    return done;
+                }
+            }
+        }
+        sent(copy.scone.len());
+        self.transport.replicate(member.peer, copy.clone()).await
     }
 
     /// Keeps `member`'s copy of the session `refused` (a copy it would not take) belongs
@@ -467,7 +511,18 @@ impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
             lineage: lineage.clone(),
             acknowledged,
         };
-        let secondaries = inner.replicate(&copy, &candidates, wanted).await?;
+        // The token's owners held the version this one was made from: they get a delta.
+        let delta = commit
+            .delta
+            .zip(commit.previous)
+            .filter(|_| inner.replica.applies_deltas() && !minted.is_sealed())
+            .map(|(delta, previous)| DeltaCopy::new(minted, VersionId::of(previous), delta));
+        let in_step: Vec<SocketAddr> = token_in
+            .as_ref()
+            .map(|token| token.owners().collect())
+            .unwrap_or_default();
+        let delta = delta.as_ref().map(|delta| (delta, in_step.as_slice()));
+        let secondaries = inner.replicate(&copy, delta, &candidates, wanted).await?;
         if secondaries.len() < wanted && inner.config.shortfall == Shortfall::Refuse {
             bump(&inner.counters.not_replicated);
             return Err(PlacementError::NotReplicated {
@@ -499,6 +554,12 @@ impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
             token.encode(),
             inner.config.reply_carries_scone,
         ))
+    }
+
+    /// Deltas, when this node's replica applies them (and so its peers', which run the
+    /// same service).
+    fn wants_deltas(&self) -> bool {
+        self.inner.replica.applies_deltas()
     }
 
     /// Ends the session on this node and, best effort, on every other live member:

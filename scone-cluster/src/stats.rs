@@ -48,6 +48,12 @@ counters! {
     replications,
     /// Copies peers acknowledged.
     acks,
+    /// Copies sent as a delta (to a peer that held the version before) and taken.
+    delta_copies,
+    /// Deltas a peer could not apply (it did not hold the version before), sent whole.
+    delta_fallbacks,
+    /// SCONE bytes sent in copies: whole encodings, or claims, delta and signature.
+    copy_bytes,
     /// Calls refused because fewer peers than required acknowledged (`not-replicated`).
     not_replicated,
     /// Calls refused because a newer version was held (`superseded`).

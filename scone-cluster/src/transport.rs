@@ -8,7 +8,7 @@ pub mod tcp;
 use std::future::Future;
 use std::net::SocketAddr;
 
-use crate::replica::{ReplicaRefusal, SessionCopy};
+use crate::replica::{DeltaCopy, ReplicaRefusal, SessionCopy};
 use crate::session::SessionId;
 
 /// Why a call to a peer failed.
@@ -41,6 +41,14 @@ pub trait PeerTransport: Send + Sync + 'static {
         &self,
         peer: SocketAddr,
         copy: SessionCopy,
+    ) -> impl Future<Output = Result<(), PeerError>> + Send;
+
+    /// Asks `peer`, which holds the version before, to keep the version `copy` makes of
+    /// it; refused `OutOfStep` if it does not hold that version.
+    fn replicate_delta(
+        &self,
+        peer: SocketAddr,
+        copy: DeltaCopy,
     ) -> impl Future<Output = Result<(), PeerError>> + Send;
 
     /// What `peer` holds of `session` (unverified), if anything.

@@ -173,7 +173,7 @@ pub use crate::client::{SconeClient, SconeStore};
 pub use crate::envelope::{ClientId, Refusal, RefusalKind};
 pub use crate::error::{refusal, retry_advice, CallError, ClientError, RetryAdvice};
 pub use crate::server::SconeLayer;
-pub use crate::state::{Delta, SconeState, StateError, Tracker};
+pub use crate::state::{Delta, DeltaApplier, SconeState, StateError, Tracker};
 
 // What every user needs from the `scone` crate, so that one dependency is enough.
 /// The `scone` crate: the object itself (minting, verification, bundles, caches).

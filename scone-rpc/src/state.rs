@@ -150,6 +150,45 @@ impl Delta {
     }
 }
 
+/// Applies an encoded [`Delta`] to an encoded state, both postcard: what a replica that
+/// holds a session's previous version does with the delta of the next one, without the
+/// handler. See [`apply_delta`].
+pub type DeltaApplier = fn(state: &[u8], delta: &[u8]) -> Result<Vec<u8>, StateError>;
+
+/// Applies the postcard [`Delta`] `delta` to the postcard state `state` of type `T`, and
+/// returns the new state's encoding: the bytes the handler's save produced, as long as
+/// `T` encodes deterministically (no `HashMap` fields; a replica checks the result
+/// against the primary's signature anyway). `apply_delta::<CartState>` is a
+/// [`DeltaApplier`].
+///
+/// ```
+/// # use scone_rpc::state::{apply_delta, Delta, FieldDelta, SconeState};
+/// # #[derive(SconeState, serde::Serialize, serde::Deserialize, Default)]
+/// # #[scone(service = "notes")]
+/// # struct Notes { page: Vec<u8>, visits: u64 }
+/// let before = postcard::to_allocvec(&Notes { page: vec![7; 4096], visits: 1 }).unwrap();
+/// let delta = Delta { fields: vec![FieldDelta { index: 1, value: postcard::to_allocvec(&2u64).unwrap() }] };
+/// let after = apply_delta::<Notes>(&before, &postcard::to_allocvec(&delta).unwrap()).unwrap();
+/// assert_eq!(after, postcard::to_allocvec(&Notes { page: vec![7; 4096], visits: 2 }).unwrap());
+/// ```
+pub fn apply_delta<T: SconeState>(state: &[u8], delta: &[u8]) -> Result<Vec<u8>, StateError> {
+    let service = T::service_id()?;
+    let mut value: T = postcard::from_bytes(state).map_err(|source| StateError::Decode {
+        service: service.clone(),
+        source,
+    })?;
+    let delta: Delta =
+        postcard::from_bytes(delta).map_err(|source| StateError::Decode { service, source })?;
+    for field in &delta.fields {
+        let index = usize::from(field.index);
+        if index >= T::FIELDS.len() {
+            return Err(StateError::UnknownField(index));
+        }
+        value.decode_field(index, &field.value)?;
+    }
+    postcard::to_allocvec(&value).map_err(StateError::Encode)
+}
+
 /// The snapshot of one borrowed field, taken at its first mutable borrow.
 #[derive(Clone, Debug)]
 struct Snapshot {

@@ -398,6 +398,14 @@ impl Scone {
         &self.encoded[self.state.clone()]
     }
 
+    /// Where [`state`](Self::state) sits inside [`encoded`](Self::encoded). The bytes
+    /// before it (the other claims) and after it (the signature) are small: a peer that
+    /// holds the previous state can be sent those and a delta of the state, rebuild the
+    /// encoding, and verify it like any other.
+    pub fn state_range(&self) -> Range<usize> {
+        self.state.clone()
+    }
+
     /// How the state is encoded; for a sealed state, how the plaintext is.
     pub fn state_format(&self) -> StateFormat {
         self.state_format

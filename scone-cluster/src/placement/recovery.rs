@@ -103,7 +103,7 @@ impl<T: PeerTransport, M: Membership> ClusterPlacement<T, M> {
                 let candidates = inner.candidates(&session, None);
                 let wanted = inner.config.replicas.wanted(candidates.len());
                 match inner
-                    .replicate(&SessionCopy::of(&held), &candidates, wanted)
+                    .replicate(&SessionCopy::of(&held), None, &candidates, wanted)
                     .await
                 {
                     Ok(acknowledged) => acknowledged.len() >= wanted,

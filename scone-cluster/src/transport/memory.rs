@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use super::{PeerError, PeerTransport};
-use crate::replica::{Replica, SessionCopy};
+use crate::replica::{DeltaCopy, Replica, ReplicaRefusal, SessionCopy};
 use crate::session::SessionId;
 
 /// The simulated network: which nodes are up, and what is wrong with their links.
@@ -163,13 +163,17 @@ impl MemoryTransport {
     }
 }
 
-impl PeerTransport for MemoryTransport {
-    async fn replicate(&self, peer: SocketAddr, copy: SessionCopy) -> Result<(), PeerError> {
+impl MemoryTransport {
+    /// A copy to `peer`, kept by `keep`; the answer held back if `peer`'s
+    /// acknowledgements are.
+    async fn copy_to(
+        &self,
+        peer: SocketAddr,
+        keep: impl FnOnce(&Replica) -> Result<(), ReplicaRefusal> + Send,
+    ) -> Result<(), PeerError> {
         let held = self.network.lock().held.get(&peer).cloned();
         self.call(peer, move |replica: Replica| async move {
-            let kept = replica
-                .accept(copy)
-                .map_err(|refusal| PeerError::Refused { peer, refusal });
+            let kept = keep(&replica).map_err(|refusal| PeerError::Refused { peer, refusal });
             if let Some(gate) = held {
                 // Kept already; only the answer waits.
                 let permit = gate.acquire().await.map_err(|_| PeerError::Unreachable {
@@ -181,6 +185,18 @@ impl PeerTransport for MemoryTransport {
             kept
         })
         .await
+    }
+}
+
+impl PeerTransport for MemoryTransport {
+    async fn replicate(&self, peer: SocketAddr, copy: SessionCopy) -> Result<(), PeerError> {
+        self.copy_to(peer, move |replica| replica.accept(copy))
+            .await
+    }
+
+    async fn replicate_delta(&self, peer: SocketAddr, copy: DeltaCopy) -> Result<(), PeerError> {
+        self.copy_to(peer, move |replica| replica.accept_delta(copy))
+            .await
     }
 
     async fn fetch(

@@ -24,7 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc, Semaphore};
 
 use super::{PeerError, PeerTransport};
-use crate::replica::{Replica, ReplicaRefusal, SessionCopy};
+use crate::replica::{DeltaCopy, Replica, ReplicaRefusal, SessionCopy};
 use crate::session::SessionId;
 
 /// The calls between nodes.
@@ -32,6 +32,8 @@ use crate::session::SessionId;
 pub(crate) trait Peer {
     /// Keeps `copy` if it verifies and descends from what is held.
     async fn replicate(copy: SessionCopy) -> Result<(), ReplicaRefusal>;
+    /// Keeps the version `copy` makes of the one held, if it holds the one it applies to.
+    async fn replicate_delta(copy: DeltaCopy) -> Result<(), ReplicaRefusal>;
     /// What this node holds of `session`, from its store only.
     async fn fetch(session: SessionId) -> Option<SessionCopy>;
     /// Drops `session`; whether it was held.
@@ -49,6 +51,14 @@ impl Peer for PeerServer {
         copy: SessionCopy,
     ) -> Result<(), ReplicaRefusal> {
         self.0.accept(copy)
+    }
+
+    async fn replicate_delta(
+        self,
+        _: tarpc::context::Context,
+        copy: DeltaCopy,
+    ) -> Result<(), ReplicaRefusal> {
+        self.0.accept_delta(copy)
     }
 
     async fn fetch(self, _: tarpc::context::Context, session: SessionId) -> Option<SessionCopy> {
@@ -255,6 +265,15 @@ impl PeerTransport for TcpTransport {
                 peer,
                 |link, ctx| async move { link.replicate(ctx, copy).await },
             )
+            .await?;
+        answer.map_err(|refusal| PeerError::Refused { peer, refusal })
+    }
+
+    async fn replicate_delta(&self, peer: SocketAddr, copy: DeltaCopy) -> Result<(), PeerError> {
+        let answer = self
+            .call(peer, |link, ctx| async move {
+                link.replicate_delta(ctx, copy).await
+            })
             .await?;
         answer.map_err(|refusal| PeerError::Refused { peer, refusal })
     }

@@ -92,9 +92,21 @@ pub fn start_node(
     key: &SigningKey,
     config: ClusterConfig,
 ) -> Node {
+    start_node_with(listeners, me, membership, key, config, |replica| replica)
+}
+
+/// [`start_node`], its replica set up by `setup` (to take deltas, say).
+pub fn start_node_with(
+    listeners: (TcpListener, TcpListener),
+    me: Member,
+    membership: StaticMembership,
+    key: &SigningKey,
+    config: ClusterConfig,
+    setup: impl FnOnce(Replica) -> Replica,
+) -> Node {
     let service = cart::service_id().unwrap();
     let keys = KeyRing::for_service(service, [key.public_key()]).unwrap();
-    let replica = Replica::new(SessionStore::new(10_000), keys);
+    let replica = setup(Replica::new(SessionStore::new(10_000), keys));
     let placement = ClusterPlacement::new(
         me.clone(),
         replica.clone(),
