@@ -62,6 +62,10 @@ struct Args {
     /// Cluster: copies of each new state made before the reply: a number, or `all`.
     #[arg(long, default_value = "1")]
     replicas: ReplicasArg,
+    /// Cluster: a member (by client address) to copy this node's sessions to first
+    /// whenever it is up; repeat for more.
+    #[arg(long = "pin-secondary", value_name = "ADDR")]
+    pin_secondaries: Vec<SocketAddr>,
     /// Cluster: where to serve the node's counters for Prometheus (`GET /metrics`).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
@@ -143,6 +147,7 @@ async fn main() -> anyhow::Result<()> {
             let config = NodeConfig {
                 cluster: ClusterConfig {
                     replicas: args.replicas.0,
+                    pinned_secondaries: args.pin_secondaries.clone(),
                     ..ClusterConfig::default()
                 },
                 secret,

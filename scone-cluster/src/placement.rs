@@ -65,6 +65,10 @@ pub struct ClusterConfig {
     /// Whether replies also carry the SCONE (default `false`: the client keeps the
     /// token only).
     pub reply_carries_scone: bool,
+    /// Members (by client address) that take this node's copies first, whenever they
+    /// are up, ahead of zones and of the order per session (default none): an operator's
+    /// choice of where a node's secondaries live (the rack next door, a bigger machine).
+    pub pinned_secondaries: Vec<SocketAddr>,
 }
 
 impl Default for ClusterConfig {
@@ -73,6 +77,7 @@ impl Default for ClusterConfig {
             replicas: Replicas::Count(1),
             shortfall: Shortfall::Refuse,
             reply_carries_scone: false,
+            pinned_secondaries: Vec::new(),
         }
     }
 }
@@ -95,8 +100,9 @@ pub struct HandOver {
 ///    refuse (`superseded`): the request was served from an old version (unless the
 ///    held one is of a line the token's acknowledged version is not on: that line is
 ///    replaced);
-/// 2. copy it to k peers at once, chosen in this order: the secondaries the request's
-///    token named (they hold the version before), then members of other zones than
+/// 2. copy it to k peers at once, chosen in this order: the operator's
+///    [pinned secondaries](ClusterConfig::pinned_secondaries), then the secondaries the
+///    request's token named (they hold the version before), then members of other zones than
 ///    this node's, then the rest, each group in an order fixed per session (rendezvous
 ///    hashing); a peer that fails is replaced by the next candidate;
 /// 3. a peer that holds a newer version refuses the copy: then this node was behind,
@@ -248,8 +254,10 @@ impl<T: PeerTransport, M: Membership> Inner<T, M> {
         let was_secondary =
             |member: &Member| token.is_some_and(|token| token.secondaries.contains(&member.rpc));
         let same_zone = |member: &Member| self.me.zone.is_some() && member.zone == self.me.zone;
+        let pinned = |member: &Member| self.config.pinned_secondaries.contains(&member.rpc);
         others.sort_by_key(|member| {
             (
+                !pinned(member),
                 !was_secondary(member),
                 same_zone(member),
                 rendezvous(session, member.rpc),

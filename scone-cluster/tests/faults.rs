@@ -42,12 +42,21 @@ async fn serve_a(
     others: &[Member],
     timeout: Duration,
 ) -> (SocketAddr, oneshot::Sender<()>, Replica) {
-    serve_a_in(None, key, network, others, timeout).await
+    serve_a_in(
+        None,
+        ClusterConfig::default(),
+        key,
+        network,
+        others,
+        timeout,
+    )
+    .await
 }
 
-/// [`serve_a`], with A in `zone`.
+/// [`serve_a`], with A in `zone`, set up with `config`.
 async fn serve_a_in(
     zone: Option<&str>,
+    config: ClusterConfig,
     key: &SigningKey,
     network: &MemoryNetwork,
     others: &[Member],
@@ -67,7 +76,7 @@ async fn serve_a_in(
         a.clone(),
         network.transport(timeout),
         StaticMembership::new(members),
-        ClusterConfig::default(),
+        config,
     );
     let layer = SconeLayer::for_state::<CartState>(key.clone())
         .unwrap()
@@ -216,7 +225,8 @@ async fn copies_go_to_another_zone_first() {
     for peer in &peers {
         network.join(peer.peer, replica(&key));
     }
-    let (a, stop, _) = serve_a_in(Some("z1"), &key, &network, &peers, LIMIT).await;
+    let config = ClusterConfig::default();
+    let (a, stop, _) = serve_a_in(Some("z1"), config, &key, &network, &peers, LIMIT).await;
     for _ in 0..8 {
         let mut client = TokenClient::new();
         client.client = scone::ClientId::random().unwrap();
@@ -228,6 +238,48 @@ async fn copies_go_to_another_zone_first() {
     let mut client = TokenClient::new();
     client.add(a, "apple", 1).await.unwrap();
     assert!(client.routing().secondaries[0] != peers[2].rpc);
+    let _ = stop.send(());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_secondaries_take_every_copy_while_they_are_up() {
+    let key = SigningKey::generate().unwrap();
+    let network = MemoryNetwork::new();
+    // The pinned peer is in A's own zone; another zone is up: the pin wins over zones
+    // and over the order per session.
+    let in_zone = |port, zone: &str| Member {
+        zone: Some(zone.to_owned()),
+        ..member(port)
+    };
+    let peers = [
+        in_zone(20_071, "z1"),
+        in_zone(20_081, "z2"),
+        in_zone(20_091, "z2"),
+    ];
+    for peer in &peers {
+        network.join(peer.peer, replica(&key));
+    }
+    let config = ClusterConfig {
+        pinned_secondaries: vec![peers[0].rpc],
+        ..ClusterConfig::default()
+    };
+    let (a, stop, _) = serve_a_in(Some("z1"), config, &key, &network, &peers, LIMIT).await;
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let mut client = TokenClient::new();
+        client.client = scone::ClientId::random().unwrap();
+        client.add(a, "apple", 1).await.unwrap();
+        assert_eq!(client.routing().secondaries, [peers[0].rpc]);
+        clients.push(client);
+    }
+    // The pinned peer down: the copy goes elsewhere rather than not at all.
+    network.crash(peers[0].peer);
+    for client in &mut clients {
+        client.add(a, "pear", 1).await.unwrap();
+        let secondaries = client.routing().secondaries;
+        assert_eq!(secondaries.len(), 1);
+        assert_ne!(secondaries[0], peers[0].rpc);
+    }
     let _ = stop.send(());
 }
 
