@@ -29,7 +29,9 @@ use clap::{Parser, ValueEnum};
 use examples::cart::{self, CartState};
 use scone::{KeyRing, SigningKey};
 use scone_cluster::membership::gossip::{GossipConfig, GossipMembership};
-use scone_cluster::{ClusterConfig, ClusterNode, Member, NodeConfig, NodeMetrics, Replicas};
+use scone_cluster::{
+    Batching, ClusterConfig, ClusterNode, Member, NodeConfig, NodeMetrics, Replicas,
+};
 use scone_rpc::SconeLayer;
 
 /// Serve the example cart service.
@@ -66,6 +68,19 @@ struct Args {
     /// whenever it is up; repeat for more.
     #[arg(long = "pin-secondary", value_name = "ADDR")]
     pin_secondaries: Vec<SocketAddr>,
+    /// Cluster: reply before the copies are made and send them in batches every this
+    /// many milliseconds (or at --batch-max changes): faster, but changes of the last
+    /// batch window are lost if this node dies. Default: copies made before each reply.
+    #[arg(long, value_name = "MS")]
+    batch_every_ms: Option<u64>,
+    /// Cluster, with --batch-every-ms: send the batch once this many changes wait.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value = "100",
+        requires = "batch_every_ms"
+    )]
+    batch_max: usize,
     /// Cluster: where to serve the node's counters for Prometheus (`GET /metrics`).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
@@ -148,6 +163,10 @@ async fn main() -> anyhow::Result<()> {
                 cluster: ClusterConfig {
                     replicas: args.replicas.0,
                     pinned_secondaries: args.pin_secondaries.clone(),
+                    batching: args.batch_every_ms.map(|ms| Batching {
+                        every: std::time::Duration::from_millis(ms.max(1)),
+                        max_updates: args.batch_max.max(1),
+                    }),
                     ..ClusterConfig::default()
                 },
                 secret,

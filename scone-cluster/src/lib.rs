@@ -116,7 +116,9 @@ pub use crate::locks::SessionLease;
 pub use crate::membership::gossip::{GossipConfig, GossipError, GossipMembership};
 pub use crate::membership::{Member, Membership, StaticMembership};
 pub use crate::node::{ClusterNode, NodeConfig};
-pub use crate::placement::{ClusterConfig, ClusterPlacement, HandOver, Replicas, Shortfall};
+pub use crate::placement::{
+    Batching, ClusterConfig, ClusterPlacement, HandOver, Replicas, Shortfall,
+};
 pub use crate::replica::{DeltaCopy, Replica, ReplicaRefusal, SessionCopy};
 pub use crate::session::{RoutingToken, SessionId, TokenError};
 pub use crate::stats::{ClusterStats, NodeMetrics};

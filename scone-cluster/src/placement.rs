@@ -2,7 +2,10 @@
 //! peers before the reply, found again by the routing token; and copies
 //! made again when a member is lost.
 
+mod batch;
 mod recovery;
+
+pub use self::batch::Batching;
 
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
@@ -69,6 +72,10 @@ pub struct ClusterConfig {
     /// are up, ahead of zones and of the order per session (default none): an operator's
     /// choice of where a node's secondaries live (the rack next door, a bigger machine).
     pub pinned_secondaries: Vec<SocketAddr>,
+    /// Batched replication: reply first, copy later in batches (default `None`:
+    /// synchronous, every copy made before the reply). Faster, with a failure window:
+    /// see [`Batching`] and the `batch` module's docs.
+    pub batching: Option<Batching>,
 }
 
 impl Default for ClusterConfig {
@@ -78,6 +85,7 @@ impl Default for ClusterConfig {
             shortfall: Shortfall::Refuse,
             reply_carries_scone: false,
             pinned_secondaries: Vec::new(),
+            batching: None,
         }
     }
 }
@@ -146,6 +154,10 @@ struct Inner<T, M> {
     counters: crate::stats::Counters,
     /// Sessions being served here, one request at a time.
     locks: Arc<SessionLocks>,
+    /// Copies waiting to be sent, when batching.
+    batch: Arc<batch::Batch>,
+    /// Whether the batch sender runs (started by the first batched commit).
+    batch_sender: std::sync::OnceLock<()>,
 }
 
 impl<T, M> Clone for ClusterPlacement<T, M> {
@@ -184,6 +196,8 @@ impl<T: PeerTransport, M: Membership> ClusterPlacement<T, M> {
                 config,
                 counters: Default::default(),
                 locks: Arc::default(),
+                batch: Arc::default(),
+                batch_sender: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -228,6 +242,37 @@ impl<T: PeerTransport, M: Membership> ClusterPlacement<T, M> {
 }
 
 impl<T: PeerTransport, M: Membership> Inner<T, M> {
+    /// Keeps `minted` on this node, the commit's last step.
+    fn keep_minted(
+        &self,
+        minted: &Scone,
+        lineage: Lineage,
+        acknowledged: Option<VersionId>,
+    ) -> Result<(), PlacementError> {
+        match self.replica.keep(minted.clone(), lineage, acknowledged) {
+            Ok(()) => Ok(()),
+            Err(ReplicaRefusal::Full) => Err(PlacementError::Full(format!("node {}", self.me.rpc))),
+            Err(refusal) => {
+                bump(&self.counters.superseded);
+                Err(PlacementError::Superseded(refusal.to_string()))
+            }
+        }
+    }
+
+    /// The reply's side of a commit of `minted`: its routing token.
+    fn committed(&self, minted: &Scone, secondaries: Vec<SocketAddr>, wanted: usize) -> Committed {
+        bump(&self.counters.commits);
+        let token = RoutingToken {
+            session: SessionId::of(minted),
+            version: minted.version(),
+            digest: crate::session::digest(minted),
+            primary: self.me.rpc,
+            secondaries,
+            required: u16::try_from(wanted).unwrap_or(u16::MAX),
+        };
+        Committed::held(token.encode(), self.config.reply_carries_scone)
+    }
+
     /// The lineage of a SCONE minted from `previous`: its version, then the versions it
     /// descends from as this node holds them (none known if it holds another).
     fn lineage_after(&self, session: &SessionId, previous: Option<&Scone>) -> Lineage {
@@ -514,6 +559,16 @@ impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
         }
         let candidates = inner.candidates(&session, token_in.as_ref());
         let wanted = inner.config.replicas.wanted(candidates.len());
+        if let Some(batching) = inner.config.batching {
+            return self.commit_batched(
+                minted,
+                lineage,
+                acknowledged,
+                candidates,
+                wanted,
+                batching,
+            );
+        }
         let copy = SessionCopy {
             scone: minted.encoded().to_vec(),
             lineage: lineage.clone(),
@@ -539,29 +594,8 @@ impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
             });
         }
         // Kept here last: a refused commit leaves this node as it was.
-        match inner.replica.keep(minted.clone(), lineage, acknowledged) {
-            Ok(()) => {}
-            Err(ReplicaRefusal::Full) => {
-                return Err(PlacementError::Full(format!("node {}", inner.me.rpc)));
-            }
-            Err(refusal) => {
-                bump(&inner.counters.superseded);
-                return Err(PlacementError::Superseded(refusal.to_string()));
-            }
-        }
-        bump(&inner.counters.commits);
-        let token = RoutingToken {
-            session,
-            version: minted.version(),
-            digest: crate::session::digest(minted),
-            primary: inner.me.rpc,
-            secondaries,
-            required: u16::try_from(wanted).unwrap_or(u16::MAX),
-        };
-        Ok(Committed::held(
-            token.encode(),
-            inner.config.reply_carries_scone,
-        ))
+        inner.keep_minted(minted, lineage, acknowledged)?;
+        Ok(inner.committed(minted, secondaries, wanted))
     }
 
     /// Deltas, when this node's replica applies them (and so its peers', which run the

@@ -163,6 +163,12 @@ impl Replica {
         self.applier.is_some()
     }
 
+    /// Keeps each of `copies` that verifies and descends from what is held; an answer
+    /// for each, in order (a batch: see `ClusterConfig::batching`).
+    pub fn accept_batch(&self, copies: Vec<SessionCopy>) -> Vec<Result<(), ReplicaRefusal>> {
+        copies.into_iter().map(|copy| self.accept(copy)).collect()
+    }
+
     /// Keeps the version `copy` makes of the one held, if this node holds the version
     /// it applies to and the rebuilt SCONE verifies; see [`DeltaCopy`].
     pub fn accept_delta(&self, copy: DeltaCopy) -> Result<(), ReplicaRefusal> {

@@ -54,6 +54,9 @@ counters! {
     delta_fallbacks,
     /// SCONE bytes sent in copies: whole encodings, or claims, delta and signature.
     copy_bytes,
+    /// Batched copies a peer did not acknowledge (batching only: they wait for the
+    /// next re-replication).
+    batch_copies_lost,
     /// Calls refused because fewer peers than required acknowledged (`not-replicated`).
     not_replicated,
     /// Calls refused because a newer version was held (`superseded`).

@@ -283,6 +283,96 @@ async fn pinned_secondaries_take_every_copy_while_they_are_up() {
     let _ = stop.send(());
 }
 
+/// Batched replication replies before the copy is made: a change is on the primary
+/// alone until its batch goes, sent once `max_updates` wait (or `every` passes). The
+/// window: the primary lost before that, the change is lost, and the client is told so
+/// (`session-unavailable`), never served an older state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_copies_reply_first_and_lose_only_their_window() {
+    let key = SigningKey::generate().unwrap();
+    let network = MemoryNetwork::new();
+    let b = member(20_101);
+    let b_replica = replica(&key);
+    network.join(b.peer, b_replica.clone());
+    let batched = |every: Duration, max_updates: usize| ClusterConfig {
+        batching: Some(scone_cluster::Batching { every, max_updates }),
+        ..ClusterConfig::default()
+    };
+    let others = std::slice::from_ref(&b);
+
+    // Sent when two changes wait: the first waits, the second sends the newest alone.
+    let (a, stop, _) = serve_a_in(
+        None,
+        batched(Duration::from_secs(3600), 2),
+        &key,
+        &network,
+        others,
+        LIMIT,
+    )
+    .await;
+    let mut client = TokenClient::new();
+    client.add(a, "apple", 1).await.unwrap();
+    let session = client.routing().session;
+    assert_eq!(
+        client.routing().secondaries,
+        [b.rpc],
+        "the copy's destination"
+    );
+    assert_eq!(
+        b_replica.store().version(&session),
+        None,
+        "replied before the copy"
+    );
+    client.add(a, "pear", 1).await.unwrap();
+    let sent = client.routing().version_id();
+    bounded(async {
+        while b_replica.store().get(&session).map(|held| held.id()) != Some(sent) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    // Inside the window: one more change, and A is lost before its batch goes.
+    client.add(a, "plum", 1).await.unwrap();
+    let _ = stop.send(());
+    // A node that takes over finds B's copy older than the token's: nothing to serve.
+    let (survivor, stop_survivor, _) = serve_a(&key, &network, others, LIMIT).await;
+    let refusal = client.view(survivor).await.unwrap_err();
+    assert_eq!(refusal.kind, RefusalKind::SessionUnavailable);
+    let _ = stop_survivor.send(());
+    assert_eq!(
+        b_replica.store().get(&session).unwrap().id(),
+        sent,
+        "never rolled back"
+    );
+
+    // Sent every 20 ms however few wait.
+    let (a, stop, _) = serve_a_in(
+        None,
+        batched(Duration::from_millis(20), 1000),
+        &key,
+        &network,
+        others,
+        LIMIT,
+    )
+    .await;
+    let mut client = TokenClient::new();
+    client.add(a, "apple", 1).await.unwrap();
+    let token = client.routing();
+    bounded(async {
+        while b_replica.store().get(&token.session).map(|held| held.id())
+            != Some(token.version_id())
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let _ = stop.send(());
+    let (survivor, stop_survivor, _) = serve_a(&key, &network, others, LIMIT).await;
+    let view = client.view(survivor).await.unwrap();
+    assert_eq!(items(&view), [("apple", 1)], "past the window: kept");
+    let _ = stop_survivor.send(());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_on_one_session_are_serialized_and_none_is_lost() {
     const CLIENTS: usize = 8;

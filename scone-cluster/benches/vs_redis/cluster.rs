@@ -36,7 +36,12 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub fn start(key: &SigningKey, replicas: usize, workers: usize) -> Self {
+    pub fn start(
+        key: &SigningKey,
+        replicas: usize,
+        batching: Option<scone_cluster::Batching>,
+        workers: usize,
+    ) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("vs-cluster")
@@ -63,6 +68,7 @@ impl Cluster {
         let config = NodeConfig {
             cluster: ClusterConfig {
                 replicas: Replicas::Count(replicas),
+                batching,
                 ..ClusterConfig::default()
             },
             ..NodeConfig::default()

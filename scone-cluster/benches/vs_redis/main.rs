@@ -81,8 +81,9 @@
 //! each, wakeups across runtimes).
 //!
 //! Settings (environment): `VS_REDIS_MODES` (default `scone,redis`; also
-//! `redis-unpipelined`, and `scone-k0`, the same cluster with k = 0, to see what the copy
-//! costs), `VS_REDIS_CALLS`, `VS_REDIS_SECS`, `VS_REDIS_ROUNDS`, `VS_REDIS_CONNECTIONS`,
+//! `redis-unpipelined`, `scone-k0`, the same cluster with k = 0, to see what the copy
+//! costs, and `scone-batched`, the cluster with batched replication every 2 ms or 64
+//! changes: replies before the copy, so not the same guarantee as Redis's `WAIT`), `VS_REDIS_CALLS`, `VS_REDIS_SECS`, `VS_REDIS_ROUNDS`, `VS_REDIS_CONNECTIONS`,
 //! `VS_REDIS_NODE_WORKERS`, `VS_REDIS_SCALE`, `VS_REDIS_SCALE_SESSIONS`,
 //! `VS_REDIS_SCALE_GROUP`. Progress goes to stderr, tables and the ratio to stdout. Every
 //! await is bounded.
@@ -118,6 +119,11 @@ const LIMIT: Duration = Duration::from_secs(10);
 const IN_FLIGHT: usize = 64;
 /// Bytes of each Redis value, and of each session's state in the scale part.
 const VALUE_BYTES: usize = 256;
+/// The batching of `scone-batched`: copies sent every 2 ms or at 64 changes.
+const BATCHING: scone_cluster::Batching = scone_cluster::Batching {
+    every: Duration::from_millis(2),
+    max_updates: 64,
+};
 /// Names the client runtime's threads, to tell client CPU from the nodes'.
 const CLIENT_THREAD: &str = "vs-client";
 
@@ -146,7 +152,7 @@ async fn run(settings: Settings, clusters: Vec<(Mode, Vec<SocketAddr>)>) {
     let mut targets: Vec<(Mode, Target)> = Vec::new();
     for &mode in &settings.modes {
         let target = match mode {
-            Mode::Scone | Mode::SconeK0 => {
+            Mode::Scone | Mode::SconeK0 | Mode::SconeBatched => {
                 let seeds = clusters
                     .iter()
                     .find(|(m, _)| *m == mode)
@@ -244,8 +250,15 @@ fn main() {
         .modes
         .iter()
         .filter_map(|&mode| match mode {
-            Mode::Scone => Some((mode, Cluster::start(&key, 1, settings.node_workers))),
-            Mode::SconeK0 => Some((mode, Cluster::start(&key, 0, settings.node_workers))),
+            Mode::Scone => Some((mode, Cluster::start(&key, 1, None, settings.node_workers))),
+            Mode::SconeK0 => Some((mode, Cluster::start(&key, 0, None, settings.node_workers))),
+            Mode::SconeBatched => {
+                let batching = Some(BATCHING);
+                Some((
+                    mode,
+                    Cluster::start(&key, 1, batching, settings.node_workers),
+                ))
+            }
             _ => None,
         })
         .collect();

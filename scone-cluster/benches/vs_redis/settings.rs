@@ -13,14 +13,16 @@ pub enum Mode {
     Redis,
     RedisUnpipelined,
     SconeK0,
+    SconeBatched,
 }
 
 impl Mode {
-    const ALL: [Mode; 4] = [
+    const ALL: [Mode; 5] = [
         Mode::Scone,
         Mode::Redis,
         Mode::RedisUnpipelined,
         Mode::SconeK0,
+        Mode::SconeBatched,
     ];
 
     pub fn name(self) -> &'static str {
@@ -29,6 +31,7 @@ impl Mode {
             Mode::Redis => "redis",
             Mode::RedisUnpipelined => "redis-unpipelined",
             Mode::SconeK0 => "scone-k0",
+            Mode::SconeBatched => "scone-batched",
         }
     }
 
@@ -78,7 +81,7 @@ impl Settings {
             .collect();
         assert!(
             !modes.is_empty(),
-            "VS_REDIS_MODES={only:?} names no mode (scone, redis, redis-unpipelined, scone-k0)"
+            "VS_REDIS_MODES={only:?} names no mode (scone, redis, redis-unpipelined, scone-k0, scone-batched)"
         );
         let mut scale_sessions: Vec<u64> = std::env::var("VS_REDIS_SCALE_SESSIONS")
             .unwrap_or_else(|_| "100000,1000000".into())

@@ -34,6 +34,8 @@ pub(crate) trait Peer {
     async fn replicate(copy: SessionCopy) -> Result<(), ReplicaRefusal>;
     /// Keeps the version `copy` makes of the one held, if it holds the one it applies to.
     async fn replicate_delta(copy: DeltaCopy) -> Result<(), ReplicaRefusal>;
+    /// Keeps each of `copies` that verifies and descends from what is held.
+    async fn replicate_batch(copies: Vec<SessionCopy>) -> Vec<Result<(), ReplicaRefusal>>;
     /// What this node holds of `session`, from its store only.
     async fn fetch(session: SessionId) -> Option<SessionCopy>;
     /// Drops `session`; whether it was held.
@@ -59,6 +61,14 @@ impl Peer for PeerServer {
         copy: DeltaCopy,
     ) -> Result<(), ReplicaRefusal> {
         self.0.accept_delta(copy)
+    }
+
+    async fn replicate_batch(
+        self,
+        _: tarpc::context::Context,
+        copies: Vec<SessionCopy>,
+    ) -> Vec<Result<(), ReplicaRefusal>> {
+        self.0.accept_batch(copies)
     }
 
     async fn fetch(self, _: tarpc::context::Context, session: SessionId) -> Option<SessionCopy> {
@@ -276,6 +286,17 @@ impl PeerTransport for TcpTransport {
             })
             .await?;
         answer.map_err(|refusal| PeerError::Refused { peer, refusal })
+    }
+
+    async fn replicate_batch(
+        &self,
+        peer: SocketAddr,
+        copies: Vec<SessionCopy>,
+    ) -> Result<Vec<Result<(), ReplicaRefusal>>, PeerError> {
+        self.call(peer, |link, ctx| async move {
+            link.replicate_batch(ctx, copies).await
+        })
+        .await
     }
 
     async fn fetch(

@@ -1,0 +1,216 @@
+//! Batched replication (seed 003's "boxcarring"): an opt-in trade of durability for
+//! throughput. With [`Batching`] set, a commit keeps the new version on this node and
+//! replies at once; the copies wait in a batch that is sent every
+//! [`every`](Batching::every), or as soon as [`max_updates`](Batching::max_updates)
+//! are waiting, whichever comes first, one message per peer. Several versions of one
+//! session waiting together go out as the newest only.
+//!
+//! **Failure window.** A change is on one node only from its reply until its batch is
+//! acknowledged: up to `every` (plus a peer round trip), or `max_updates` changes. If
+//! the node dies inside that window, those changes are lost: the client's next call
+//! finds no node holding the version its token names and is refused
+//! `session-unavailable` (never served an older state). A batch a peer does not
+//! acknowledge is not sent again; the copies are made again when that peer is declared
+//! lost ([`ClusterPlacement::keep_copies`](super::ClusterPlacement::keep_copies)). The
+//! default is synchronous replication: no window.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use futures::future::join_all;
+use tokio::sync::Notify;
+
+use scone::Scone;
+use scone_rpc::server::placement::{Committed, PlacementError};
+
+use super::{ClusterPlacement, Inner, Shortfall};
+use crate::lineage::{Lineage, VersionId};
+use crate::membership::{Member, Membership};
+use crate::replica::SessionCopy;
+use crate::session::SessionId;
+use crate::stats::bump;
+use crate::transport::PeerTransport;
+
+/// When batched copies are sent: every `every`, or once `max_updates` wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Batching {
+    /// The longest a copy waits (the failure window's length).
+    pub every: Duration,
+    /// The most changes that wait before the batch goes at once.
+    pub max_updates: usize,
+}
+
+impl Default for Batching {
+    /// Seed 003's example scaled to RPC: 10 ms or 100 changes.
+    fn default() -> Self {
+        Self {
+            every: Duration::from_millis(10),
+            max_updates: 100,
+        }
+    }
+}
+
+/// The copies waiting to be sent.
+#[derive(Debug, Default)]
+pub(super) struct Batch {
+    waiting: Mutex<Waiting>,
+    /// Woken when `max_updates` are waiting.
+    full: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Waiting {
+    /// The newest copy of each session, and the peers it goes to.
+    copies: HashMap<SessionId, (SessionCopy, Vec<Member>)>,
+    /// Changes since the last send (versions of one session counted each).
+    changes: usize,
+}
+
+impl Batch {
+    /// Adds `copy` of `session` for `peers`; it replaces an older one of the session.
+    pub(super) fn push(
+        &self,
+        session: SessionId,
+        copy: SessionCopy,
+        peers: Vec<Member>,
+        max: usize,
+    ) {
+        let changes = {
+            let mut waiting = self
+                .waiting
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            waiting.copies.insert(session, (copy, peers));
+            waiting.changes += 1;
+            waiting.changes
+        };
+        if changes >= max {
+            self.full.notify_one();
+        }
+    }
+
+    fn take(&self) -> HashMap<SessionId, (SessionCopy, Vec<Member>)> {
+        let mut waiting = self
+            .waiting
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        waiting.changes = 0;
+        std::mem::take(&mut waiting.copies)
+    }
+}
+
+impl<T: PeerTransport, M: Membership> ClusterPlacement<T, M> {
+    /// A commit when batching: kept here, queued for the first `wanted` of
+    /// `candidates`, and answered at once with a token naming them.
+    pub(super) fn commit_batched(
+        &self,
+        minted: &Scone,
+        lineage: Lineage,
+        acknowledged: Option<VersionId>,
+        mut candidates: Vec<Member>,
+        wanted: usize,
+        batching: Batching,
+    ) -> Result<Committed, PlacementError> {
+        let inner = &*self.inner;
+        candidates.truncate(wanted);
+        if candidates.len() < wanted && inner.config.shortfall == Shortfall::Refuse {
+            bump(&inner.counters.not_replicated);
+            return Err(PlacementError::NotReplicated {
+                acknowledged: 0,
+                required: wanted,
+            });
+        }
+        inner.keep_minted(minted, lineage.clone(), acknowledged)?;
+        inner.batch_sender.get_or_init(|| {
+            tokio::spawn(send_batches(Arc::downgrade(&self.inner), batching));
+        });
+        let copy = SessionCopy {
+            scone: minted.encoded().to_vec(),
+            lineage,
+            acknowledged,
+        };
+        let secondaries = candidates.iter().map(|member| member.rpc).collect();
+        inner.batch.push(
+            SessionId::of(minted),
+            copy,
+            candidates,
+            batching.max_updates,
+        );
+        Ok(inner.committed(minted, secondaries, wanted))
+    }
+}
+
+/// Sends the batch of the placement `inner` points to every `batching.every`, or when it
+/// fills; ends once the placement is dropped.
+pub(super) async fn send_batches<T: PeerTransport, M: Membership>(
+    inner: Weak<Inner<T, M>>,
+    batching: Batching,
+) {
+    let mut ticker = tokio::time::interval(batching.every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let Some(batch) = inner.upgrade().map(|inner| Arc::clone(&inner.batch)) else {
+            return;
+        };
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = batch.full.notified() => {}
+        }
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        send(&inner, batch.take()).await;
+    }
+}
+
+/// One message per peer with every copy it is to get.
+async fn send<T: PeerTransport, M: Membership>(
+    inner: &Inner<T, M>,
+    copies: HashMap<SessionId, (SessionCopy, Vec<Member>)>,
+) {
+    if copies.is_empty() {
+        return;
+    }
+    let mut by_peer: HashMap<SocketAddr, (Member, Vec<SessionCopy>)> = HashMap::new();
+    for (copy, peers) in copies.into_values() {
+        for peer in peers {
+            by_peer
+                .entry(peer.peer)
+                .or_insert_with(|| (peer, Vec::new()))
+                .1
+                .push(copy.clone());
+        }
+    }
+    let sends = by_peer.into_values().map(|(member, copies)| async move {
+        let count = copies.len();
+        for copy in &copies {
+            bump(&inner.counters.replications);
+            inner
+                .counters
+                .copy_bytes
+                .fetch_add(copy.scone.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        match inner.transport.replicate_batch(member.peer, copies).await {
+            Ok(answers) => {
+                for answer in answers {
+                    match answer {
+                        Ok(()) => bump(&inner.counters.acks),
+                        Err(refusal) => {
+                            tracing::debug!(peer = %member.rpc, %refusal, "a peer refused a batched copy");
+                        }
+                    }
+                }
+            }
+            Err(error) => {
+                inner
+                    .counters
+                    .batch_copies_lost
+                    .fetch_add(count as u64, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(peer = %member.rpc, %error, count, "a batch of copies was not acknowledged");
+            }
+        }
+    });
+    join_all(sends).await;
+}
