@@ -43,6 +43,25 @@ pub struct DeltaCopy {
     pub tail: Vec<u8>,
 }
 
+/// One copy in a message that carries several (a peer link sends what waits together).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum CopyItem {
+    /// A whole SCONE.
+    Whole(SessionCopy),
+    /// A delta of the version the peer holds.
+    Delta(DeltaCopy),
+}
+
+impl CopyItem {
+    /// The SCONE bytes it carries.
+    pub fn payload_len(&self) -> usize {
+        match self {
+            CopyItem::Whole(copy) => copy.scone.len(),
+            CopyItem::Delta(copy) => copy.payload_len(),
+        }
+    }
+}
+
 impl DeltaCopy {
     /// The copy of `minted`, made from `parent` by the encoded `delta`.
     pub fn new(minted: &Scone, parent: VersionId, delta: &[u8]) -> Self {
@@ -163,10 +182,13 @@ impl Replica {
         self.applier.is_some()
     }
 
-    /// Keeps each of `copies` that verifies and descends from what is held; an answer
-    /// for each, in order (a batch: see `ClusterConfig::batching`).
-    pub fn accept_batch(&self, copies: Vec<SessionCopy>) -> Vec<Result<(), ReplicaRefusal>> {
-        copies.into_iter().map(|copy| self.accept(copy)).collect()
+    /// Keeps `copy`, whole or a delta (see [`accept`](Self::accept),
+    /// [`accept_delta`](Self::accept_delta)).
+    pub fn accept_item(&self, copy: CopyItem) -> Result<(), ReplicaRefusal> {
+        match copy {
+            CopyItem::Whole(copy) => self.accept(copy),
+            CopyItem::Delta(copy) => self.accept_delta(copy),
+        }
     }
 
     /// Keeps the version `copy` makes of the one held, if this node holds the version

@@ -51,13 +51,6 @@ pub trait PeerTransport: Send + Sync + 'static {
         copy: DeltaCopy,
     ) -> impl Future<Output = Result<(), PeerError>> + Send;
 
-    /// Asks `peer` to keep each of `copies` (a batch); its answer for each, in order.
-    fn replicate_batch(
-        &self,
-        peer: SocketAddr,
-        copies: Vec<SessionCopy>,
-    ) -> impl Future<Output = Result<Vec<Result<(), ReplicaRefusal>>, PeerError>> + Send;
-
     /// What `peer` holds of `session` (unverified), if anything.
     fn fetch(
         &self,

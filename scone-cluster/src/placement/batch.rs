@@ -31,7 +31,7 @@ use crate::membership::{Member, Membership};
 use crate::replica::SessionCopy;
 use crate::session::SessionId;
 use crate::stats::bump;
-use crate::transport::PeerTransport;
+use crate::transport::{PeerError, PeerTransport};
 
 /// When batched copies are sent: every `every`, or once `max_updates` wait.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -183,34 +183,26 @@ async fn send<T: PeerTransport, M: Membership>(
                 .push(copy.clone());
         }
     }
-    let sends = by_peer.into_values().map(|(member, copies)| async move {
-        let count = copies.len();
-        for copy in &copies {
+    // Sent at once: the TCP transport puts what waits for one peer in one message.
+    let sends = by_peer
+        .into_values()
+        .flat_map(|(member, copies)| copies.into_iter().map(move |copy| (member.clone(), copy)))
+        .map(|(member, copy)| async move {
             bump(&inner.counters.replications);
             inner
                 .counters
                 .copy_bytes
                 .fetch_add(copy.scone.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        }
-        match inner.transport.replicate_batch(member.peer, copies).await {
-            Ok(answers) => {
-                for answer in answers {
-                    match answer {
-                        Ok(()) => bump(&inner.counters.acks),
-                        Err(refusal) => {
-                            tracing::debug!(peer = %member.rpc, %refusal, "a peer refused a batched copy");
-                        }
-                    }
+            match inner.transport.replicate(member.peer, copy).await {
+                Ok(()) => bump(&inner.counters.acks),
+                Err(PeerError::Refused { refusal, .. }) => {
+                    tracing::debug!(peer = %member.rpc, %refusal, "a peer refused a batched copy");
+                }
+                Err(error) => {
+                    bump(&inner.counters.batch_copies_lost);
+                    tracing::warn!(peer = %member.rpc, %error, "a batched copy was not acknowledged");
                 }
             }
-            Err(error) => {
-                inner
-                    .counters
-                    .batch_copies_lost
-                    .fetch_add(count as u64, std::sync::atomic::Ordering::Relaxed);
-                tracing::warn!(peer = %member.rpc, %error, count, "a batch of copies was not acknowledged");
-            }
-        }
-    });
+        });
     join_all(sends).await;
 }

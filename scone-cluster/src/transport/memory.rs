@@ -199,17 +199,6 @@ impl PeerTransport for MemoryTransport {
             .await
     }
 
-    async fn replicate_batch(
-        &self,
-        peer: SocketAddr,
-        copies: Vec<SessionCopy>,
-    ) -> Result<Vec<Result<(), ReplicaRefusal>>, PeerError> {
-        self.call(peer, move |replica: Replica| async move {
-            Ok(replica.accept_batch(copies))
-        })
-        .await
-    }
-
     async fn fetch(
         &self,
         peer: SocketAddr,

@@ -21,21 +21,18 @@ use scone_rpc::codec::{Transport, DEFAULT_MAX_FRAME_BYTES};
 use scone_rpc::peer_link::{self, LinkSecret};
 use tarpc::server::{BaseChannel, Channel};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{broadcast, mpsc, Semaphore};
+use tokio::sync::{broadcast, mpsc, oneshot, Semaphore};
 
 use super::{PeerError, PeerTransport};
-use crate::replica::{DeltaCopy, Replica, ReplicaRefusal, SessionCopy};
+use crate::replica::{CopyItem, DeltaCopy, Replica, ReplicaRefusal, SessionCopy};
 use crate::session::SessionId;
 
 /// The calls between nodes.
 #[tarpc::service]
 pub(crate) trait Peer {
-    /// Keeps `copy` if it verifies and descends from what is held.
-    async fn replicate(copy: SessionCopy) -> Result<(), ReplicaRefusal>;
-    /// Keeps the version `copy` makes of the one held, if it holds the one it applies to.
-    async fn replicate_delta(copy: DeltaCopy) -> Result<(), ReplicaRefusal>;
-    /// Keeps each of `copies` that verifies and descends from what is held.
-    async fn replicate_batch(copies: Vec<SessionCopy>) -> Vec<Result<(), ReplicaRefusal>>;
+    /// Keeps each of `copies` that verifies and descends from what is held (a delta: if
+    /// it holds the version it applies to); an answer for each, in order.
+    async fn copies(copies: Vec<CopyItem>) -> Vec<Result<(), ReplicaRefusal>>;
     /// What this node holds of `session`, from its store only.
     async fn fetch(session: SessionId) -> Option<SessionCopy>;
     /// Drops `session`; whether it was held.
@@ -47,28 +44,15 @@ pub(crate) trait Peer {
 struct PeerServer(Replica);
 
 impl Peer for PeerServer {
-    async fn replicate(
+    async fn copies(
         self,
         _: tarpc::context::Context,
-        copy: SessionCopy,
-    ) -> Result<(), ReplicaRefusal> {
-        self.0.accept(copy)
-    }
-
-    async fn replicate_delta(
-        self,
-        _: tarpc::context::Context,
-        copy: DeltaCopy,
-    ) -> Result<(), ReplicaRefusal> {
-        self.0.accept_delta(copy)
-    }
-
-    async fn replicate_batch(
-        self,
-        _: tarpc::context::Context,
-        copies: Vec<SessionCopy>,
+        copies: Vec<CopyItem>,
     ) -> Vec<Result<(), ReplicaRefusal>> {
-        self.0.accept_batch(copies)
+        copies
+            .into_iter()
+            .map(|copy| self.0.accept_item(copy))
+            .collect()
     }
 
     async fn fetch(self, _: tarpc::context::Context, session: SessionId) -> Option<SessionCopy> {
@@ -177,11 +161,18 @@ async fn serve(
 
 /// Calls to peers over TCP: one connection per peer, opened on first use and again
 /// after it fails; every connect and call bounded by a timeout. Cloning shares it.
+///
+/// Copies to one peer go out one message at a time: the copies that come while one is
+/// on the wire wait and go together in the next (at most [`MAX_COPIES_PER_MESSAGE`]),
+/// each still answered on its own. A lone copy goes at once; under load, a message and
+/// its answer are shared by many commits instead of one round trip each.
 #[derive(Clone, Debug)]
 pub struct TcpTransport {
     /// Each peer's link, behind its own lock: a connect to a dead peer holds up only
     /// calls to that peer.
     links: Arc<std::sync::Mutex<HashMap<SocketAddr, Link>>>,
+    /// Copies waiting for each peer.
+    outboxes: Arc<std::sync::Mutex<HashMap<SocketAddr, Outbox>>>,
     timeout: Duration,
     /// The cluster secret peers prove they hold, if the cluster has one.
     secret: Option<LinkSecret>,
@@ -190,11 +181,26 @@ pub struct TcpTransport {
 /// One peer's link, if open; locked while connecting.
 type Link = Arc<tokio::sync::Mutex<Option<PeerClient>>>;
 
+/// Most copies in one message to a peer.
+pub const MAX_COPIES_PER_MESSAGE: usize = 256;
+
+/// Most SCONE bytes in one message to a peer (a frame holds 1 MiB).
+const MAX_COPY_BYTES_PER_MESSAGE: usize = 512 * 1024;
+
+/// The copies waiting for one peer, each with where its answer goes.
+#[derive(Debug, Default)]
+struct Outbox {
+    waiting: Vec<(CopyItem, oneshot::Sender<Result<(), PeerError>>)>,
+    /// Whether a task is sending this peer's messages.
+    sending: bool,
+}
+
 impl TcpTransport {
     /// A transport whose connects and calls give up after `timeout` each.
     pub fn new(timeout: Duration) -> Self {
         Self {
             links: Arc::default(),
+            outboxes: Arc::default(),
             timeout,
             secret: None,
         }
@@ -251,6 +257,88 @@ impl TcpTransport {
         ctx
     }
 
+    /// Sends `copy` to `peer` with whatever else waits for it; its answer.
+    async fn copy(&self, peer: SocketAddr, copy: CopyItem) -> Result<(), PeerError> {
+        let (answer_tx, answer) = oneshot::channel();
+        let start = {
+            let mut outboxes = self
+                .outboxes
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let outbox = outboxes.entry(peer).or_default();
+            outbox.waiting.push((copy, answer_tx));
+            !std::mem::replace(&mut outbox.sending, true)
+        };
+        if start {
+            let transport = self.clone();
+            tokio::spawn(async move { transport.send_waiting(peer).await });
+        }
+        // Behind at most one message on the wire, each bounded by the timeout.
+        match tokio::time::timeout(self.timeout * 2, answer).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(Self::unreachable(peer, "the copy was dropped")),
+            Err(_) => Err(Self::unreachable(peer, "no answer in time")),
+        }
+    }
+
+    /// Sends `peer`'s waiting copies, a message at a time, until none wait.
+    async fn send_waiting(&self, peer: SocketAddr) {
+        loop {
+            let batch = {
+                let mut outboxes = self
+                    .outboxes
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let outbox = outboxes.entry(peer).or_default();
+                if outbox.waiting.is_empty() {
+                    outbox.sending = false;
+                    return;
+                }
+                let (mut count, mut bytes) = (0, 0);
+                for (copy, _) in &outbox.waiting {
+                    if count == MAX_COPIES_PER_MESSAGE
+                        || (count > 0 && bytes + copy.payload_len() > MAX_COPY_BYTES_PER_MESSAGE)
+                    {
+                        break;
+                    }
+                    count += 1;
+                    bytes += copy.payload_len();
+                }
+                outbox.waiting.drain(..count).collect::<Vec<_>>()
+            };
+            let (copies, answers): (Vec<CopyItem>, Vec<_>) = batch.into_iter().unzip();
+            let count = copies.len();
+            match self
+                .call(
+                    peer,
+                    |link, ctx| async move { link.copies(ctx, copies).await },
+                )
+                .await
+            {
+                Ok(results) if results.len() == count => {
+                    for (answer, result) in answers.into_iter().zip(results) {
+                        let _ = answer
+                            .send(result.map_err(|refusal| PeerError::Refused { peer, refusal }));
+                    }
+                }
+                Ok(_) => {
+                    for answer in answers {
+                        let _ = answer.send(Err(Self::unreachable(peer, "answers missing")));
+                    }
+                }
+                Err(error) => {
+                    let reason = match error {
+                        PeerError::Unreachable { reason, .. } => reason,
+                        other => other.to_string(),
+                    };
+                    for answer in answers {
+                        let _ = answer.send(Err(Self::unreachable(peer, &reason)));
+                    }
+                }
+            }
+        }
+    }
+
     /// Runs `call` on `peer`'s link; a link that fails is dropped, to be opened anew.
     async fn call<R, F, Fut>(&self, peer: SocketAddr, call: F) -> Result<R, PeerError>
     where
@@ -270,33 +358,11 @@ impl TcpTransport {
 
 impl PeerTransport for TcpTransport {
     async fn replicate(&self, peer: SocketAddr, copy: SessionCopy) -> Result<(), PeerError> {
-        let answer = self
-            .call(
-                peer,
-                |link, ctx| async move { link.replicate(ctx, copy).await },
-            )
-            .await?;
-        answer.map_err(|refusal| PeerError::Refused { peer, refusal })
+        self.copy(peer, CopyItem::Whole(copy)).await
     }
 
     async fn replicate_delta(&self, peer: SocketAddr, copy: DeltaCopy) -> Result<(), PeerError> {
-        let answer = self
-            .call(peer, |link, ctx| async move {
-                link.replicate_delta(ctx, copy).await
-            })
-            .await?;
-        answer.map_err(|refusal| PeerError::Refused { peer, refusal })
-    }
-
-    async fn replicate_batch(
-        &self,
-        peer: SocketAddr,
-        copies: Vec<SessionCopy>,
-    ) -> Result<Vec<Result<(), ReplicaRefusal>>, PeerError> {
-        self.call(peer, |link, ctx| async move {
-            link.replicate_batch(ctx, copies).await
-        })
-        .await
+        self.copy(peer, CopyItem::Delta(copy)).await
     }
 
     async fn fetch(
