@@ -726,3 +726,58 @@ async fn a_secondary_that_cannot_apply_a_delta_gets_the_whole_copy() {
     );
     stop_all(vec![node_a, node_b]).await;
 }
+
+/// Stale data after failback (hazelcast-wm #50): the session moves on while its first
+/// primary is away; when that node is back, still holding the old version, it does not
+/// serve it for the client's token, nor commit a change made from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_back_after_a_failover_does_not_serve_its_stale_copy() {
+    let key = SigningKey::generate().unwrap();
+    let (mut listeners, members) = members(3).await;
+    let membership = StaticMembership::new(members.clone());
+    let mut nodes = Vec::new();
+    for me in &members {
+        let config = ClusterConfig::default();
+        nodes.push(start_node(
+            listeners.remove(0),
+            me.clone(),
+            membership.clone(),
+            &key,
+            config,
+        ));
+    }
+    let a = &nodes[0];
+    let mut client = TokenClient::new();
+    client.add(a.member.rpc, "apple", 1).await.unwrap();
+    let old_token = client.token.clone();
+    let secondary = client.routing().secondaries[0];
+
+    // A is away (declared dead): the client goes on at the secondary.
+    membership.set(members[1..].to_vec());
+    client.add(secondary, "pear", 1).await.unwrap();
+    client.add(secondary, "plum", 1).await.unwrap();
+    let stale = a.replica.store().get(&client.routing().session).unwrap();
+    assert!(
+        stale.id().version < client.routing().version,
+        "A missed the changes"
+    );
+
+    // A is back, with its old copy: it serves the newest state for the token.
+    membership.set(members.clone());
+    let view = client.view(a.member.rpc).await.unwrap();
+    assert_eq!(items(&view), [("apple", 1), ("pear", 1), ("plum", 1)]);
+
+    let held = a.replica.store().get(&client.routing().session).unwrap();
+    assert_eq!(held.id(), client.routing().version_id(), "and keeps it");
+
+    // A client that still has the old token is served from the newest version too
+    // (a later version of the token's line), not from the old one.
+    let mut late = TokenClient::new();
+    late.token = old_token;
+    let view = late.add(a.member.rpc, "fig", 1).await.unwrap();
+    assert_eq!(
+        items(&view),
+        [("apple", 1), ("fig", 1), ("pear", 1), ("plum", 1)]
+    );
+    stop_all(nodes).await;
+}
