@@ -136,6 +136,27 @@ fn only_the_changed_fields_form_the_delta() {
     assert_eq!(old, written);
 }
 
+/// Only `setAttribute` marks a change (spring-session #311): a value changed in place
+/// through a reference, with no call that sets it again, would not be saved. Here the
+/// only way to change a field is its `_mut` borrow, and any change through it is saved.
+#[test]
+fn a_value_changed_in_place_inside_a_field_is_saved() {
+    let (saved, ctx) = context::sync_scope(with_state(&sample()), || {
+        let mut cart = Cart::load().unwrap();
+        let items = cart.items_mut();
+        if let Some(quantity) = items.get_mut("apple") {
+            *quantity += 1;
+        }
+        cart.save().unwrap()
+    });
+    match saved {
+        Saved::Changed(fields) => assert_eq!(fields.names().collect::<Vec<_>>(), ["items"]),
+        Saved::Unchanged => panic!("the in-place change was not seen"),
+    }
+    let written: Cart = postcard::from_bytes(&ctx.writes()[0].state).unwrap();
+    assert_eq!(written.items["apple"], sample().items["apple"] + 1);
+}
+
 #[test]
 fn deltas_travel_and_reject_unknown_fields() {
     let delta = Delta {
