@@ -7,7 +7,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use scone::{Draft, EndpointId, Minter, ServiceId, SigningKey};
-use scone_cluster::{Lineage, NodeConfig, SessionId, SessionStore, Stored};
+use scone_cluster::lineage::LINEAGE_DEPTH;
+use scone_cluster::{Lineage, NodeConfig, SessionId, SessionStore, Stored, VersionId};
 use tokio::process::Command;
 
 use crate::redis::{encode_command, RedisConnection, RedisPair, Reply};
@@ -55,6 +56,13 @@ pub fn scale_child(spec: &str) {
     let service = ServiceId::new("cart").expect("service ID");
     let minter = Minter::new(SigningKey::generate().expect("a signing key"));
     let mut drafts: Vec<Draft> = Vec::with_capacity(group);
+    let full_lineage = (1..=LINEAGE_DEPTH as u64).fold(Lineage::default(), |lineage, version| {
+        let ancestor = VersionId {
+            version,
+            digest: [version as u8; 16],
+        };
+        Lineage::after(ancestor, &lineage)
+    });
     println!("before {}", rss_bytes("self"));
     let started = Instant::now();
     let (mut next, mut encoded) = (0u64, 0u64);
@@ -68,14 +76,17 @@ pub fn scale_child(spec: &str) {
                 // A state that differs from session to session (its content does not matter).
                 let state: Vec<u8> = (0..VALUE_BYTES).map(|i| (n as usize + i) as u8).collect();
                 drafts.push(
-                    Draft::new(service.clone(), EndpointId::from_bytes(endpoint)).with_state(state),
+                    Draft::new(service.clone(), EndpointId::from_bytes(endpoint))
+                        .with_state(state)
+                        .with_version(LINEAGE_DEPTH as u64 + 1),
                 );
             }
             for scone in minter.mint_batch(&drafts).expect("mint a group") {
                 encoded += scone.encoded().len() as u64;
                 // By value: the store keeps a compacted copy, the minted one goes.
+                // Each with a full lineage, as a session held after several changes is.
                 assert_eq!(
-                    store.put(scone, Lineage::default(), None),
+                    store.put(scone, full_lineage.clone(), None),
                     Stored::Kept,
                     "session {next} kept"
                 );
@@ -240,8 +251,10 @@ pub fn print_table(settings: &Settings, before: u64, rows: &[ScaleRow]) {
         NodeConfig::default().max_sessions * 3 / 2
     );
     println!(
-        "in memory besides the encoded bytes: each session is a `SessionId` ({} B) and a `Scone` ({} B) in a HashMap bucket, plus the compacted bytes' own allocation; Redis keeps a dictEntry, a key sds and a value sds per key",
+        "in memory besides the encoded bytes: each session is a `SessionId` ({} B) and a `Held` ({} B: the `Scone` and its `Lineage`) in a HashMap bucket, plus the compacted bytes' own allocation and the lineage's ({} ancestors of {} B); Redis keeps a dictEntry, a key sds and a value sds per key",
         std::mem::size_of::<SessionId>(),
-        std::mem::size_of::<scone::Scone>()
+        std::mem::size_of::<scone_cluster::Held>(),
+        LINEAGE_DEPTH,
+        std::mem::size_of::<VersionId>()
     );
 }
