@@ -77,7 +77,13 @@
 //! state with one counter changed: 158 B per update against 4,253 B
 //! (`cargo bench -p scone-cluster --bench deltas`).
 //!
-//! Not covered yet: batching, TLS on peer links, and authentication of gossip (anyone who reaches the gossip port can
+//! **Placement**: secondaries go to other zones first, or to the members an operator
+//! pins ([`ClusterConfig::pinned_secondaries`]). **Batching** ([`ClusterConfig::batching`],
+//! off by default) replies before the copies are made and sends them every few ms, with
+//! a failure window: see [`Batching`]. Under load, copies to one peer that wait while a
+//! message is on the wire go together in the next, batching or not.
+//!
+//! Not covered yet: TLS on peer links, and authentication of gossip (anyone who reaches the gossip port can
 //! announce a member). Peer links are authenticated with a cluster secret when one is
 //! set (`NodeConfig::secret`, `cart-server --cluster-secret-file`); either way peers
 //! verify every SCONE they take. Keep the ports on a private network.

@@ -68,17 +68,18 @@
 //! k = 1 every session is on two nodes, so a cluster of n nodes each holding S sessions
 //! keeps n·S/2 sessions.
 //!
-//! **What it showed** on the 2-core machine it was written on (shared with CI runs, so
-//! noisy): Redis's replicated write at p50 35 to 80 µs and 75k to 120k updates/s; the
-//! SCONE cluster with k = 1 at p50 90 to 200 µs (1.2x to 3.3x Redis in the same run) and
-//! 13k to 23k updates/s (0.16x to 0.21x), about 80 µs of server CPU per update against
-//! Redis's 8. The same cluster with k = 0 (`scone-k0`) was at 0.9x Redis's p50 and 1.1x
-//! to 1.2x its throughput: the copy is what costs. perf (throughput, k = 1): about a third
-//! of the nodes' CPU is the peer's ed25519 `verify_strict` of each copy it receives
-//! (`Replica::verified` checks every SCONE's signature in full, without a `VerifiedRoots`
-//! cache, so the primary's group signing saves the peer nothing), most of the rest the
-//! peer link's per-copy round trip (a tarpc request and response per copy, a `writev`
-//! each, wakeups across runtimes).
+//! **What it showed** on the 2-core machine it was written on (noisy): Redis's
+//! replicated write at p50 55 to 100 µs and 100k to 120k updates/s. The SCONE cluster
+//! with k = 1 at p50 about 190 µs (1.9x Redis in the same run) and 35k updates/s (0.36x),
+//! 47 µs of server CPU per update against Redis's 9. Earlier, with one peer message per
+//! copy, it was 0.27x; copies that wait while a message is on the wire now share the next
+//! one. The same cluster with k = 0 (`scone-k0`): 0.8x Redis's p50 and 0.9x to 1.0x its
+//! throughput, so the copy is what costs. Of the copy, the peer's signature check is
+//! about 50 µs of p50 and a third of the throughput gap (measured by switching it off,
+//! which the product does not do: a peer verifies every copy), the rest the peer round
+//! trip (tarpc request and response, wakeups across runtimes). With batched replication
+//! (`scone-batched`, which replies before the copy is made, so a weaker guarantee than
+//! `WAIT`): 0.9x Redis's p50 and 0.7x its throughput.
 //!
 //! Settings (environment): `VS_REDIS_MODES` (default `scone,redis`; also
 //! `redis-unpipelined`, `scone-k0`, the same cluster with k = 0, to see what the copy
