@@ -34,6 +34,29 @@ fn member(port: u16) -> Member {
     }
 }
 
+/// A replica on `network` at `port`: its member and replica.
+fn replica_on(network: &MemoryNetwork, key: &SigningKey, port: u16) -> (Member, Replica) {
+    let (member, replica) = (member(port), replica(key));
+    network.join(member.peer, replica.clone());
+    (member, replica)
+}
+
+/// Replicas on `network`, one per (port, zone).
+fn zoned_peers<const N: usize>(
+    network: &MemoryNetwork,
+    key: &SigningKey,
+    zones: [(u16, &str); N],
+) -> [Member; N] {
+    zones.map(|(port, zone)| {
+        let peer = Member {
+            zone: Some(zone.to_owned()),
+            ..member(port)
+        };
+        network.join(peer.peer, replica(key));
+        peer
+    })
+}
+
 /// Node A serving carts over TCP, its peers over `network`; the other members are only
 /// replicas on the network. Returns A's client address and its stop handle.
 async fn serve_a(
@@ -90,9 +113,7 @@ async fn serve_a_in(
 async fn the_reply_waits_for_the_acknowledgement() {
     let key = SigningKey::generate().unwrap();
     let network = MemoryNetwork::new();
-    let b = member(20_001);
-    let b_replica = replica(&key);
-    network.join(b.peer, b_replica.clone());
+    let (b, b_replica) = replica_on(&network, &key, 20_001);
     let (a, stop, _) = serve_a(&key, &network, std::slice::from_ref(&b), LIMIT).await;
     let gate = network.hold_acks(b.peer);
 
@@ -170,9 +191,7 @@ async fn a_cut_link_is_replaced_by_another_peer_and_a_lost_message_times_out() {
 async fn a_node_behind_takes_the_newer_version_instead_of_refusing_forever() {
     let key = SigningKey::generate().unwrap();
     let network = MemoryNetwork::new();
-    let b = member(20_031);
-    let b_replica = replica(&key);
-    network.join(b.peer, b_replica.clone());
+    let (b, b_replica) = replica_on(&network, &key, 20_031);
     let (a, stop, a_replica) = serve_a(&key, &network, std::slice::from_ref(&b), LIMIT).await;
     let mut client = TokenClient::new();
     client.add(a, "apple", 1).await.unwrap();
@@ -212,19 +231,12 @@ async fn a_node_behind_takes_the_newer_version_instead_of_refusing_forever() {
 async fn copies_go_to_another_zone_first() {
     let key = SigningKey::generate().unwrap();
     let network = MemoryNetwork::new();
-    let in_zone = |port, zone: &str| Member {
-        zone: Some(zone.to_owned()),
-        ..member(port)
-    };
     // Two peers share A's zone, one is elsewhere: every session's copy goes there.
-    let peers = [
-        in_zone(20_041, "z1"),
-        in_zone(20_051, "z1"),
-        in_zone(20_061, "z2"),
-    ];
-    for peer in &peers {
-        network.join(peer.peer, replica(&key));
-    }
+    let peers = zoned_peers(
+        &network,
+        &key,
+        [(20_041, "z1"), (20_051, "z1"), (20_061, "z2")],
+    );
     let config = ClusterConfig::default();
     let (a, stop, _) = serve_a_in(Some("z1"), config, &key, &network, &peers, LIMIT).await;
     for _ in 0..8 {
@@ -247,18 +259,11 @@ async fn pinned_secondaries_take_every_copy_while_they_are_up() {
     let network = MemoryNetwork::new();
     // The pinned peer is in A's own zone; another zone is up: the pin wins over zones
     // and over the order per session.
-    let in_zone = |port, zone: &str| Member {
-        zone: Some(zone.to_owned()),
-        ..member(port)
-    };
-    let peers = [
-        in_zone(20_071, "z1"),
-        in_zone(20_081, "z2"),
-        in_zone(20_091, "z2"),
-    ];
-    for peer in &peers {
-        network.join(peer.peer, replica(&key));
-    }
+    let peers = zoned_peers(
+        &network,
+        &key,
+        [(20_071, "z1"), (20_081, "z2"), (20_091, "z2")],
+    );
     let config = ClusterConfig {
         pinned_secondaries: vec![peers[0].rpc],
         ..ClusterConfig::default()
@@ -291,9 +296,7 @@ async fn pinned_secondaries_take_every_copy_while_they_are_up() {
 async fn batched_copies_reply_first_and_lose_only_their_window() {
     let key = SigningKey::generate().unwrap();
     let network = MemoryNetwork::new();
-    let b = member(20_101);
-    let b_replica = replica(&key);
-    network.join(b.peer, b_replica.clone());
+    let (b, b_replica) = replica_on(&network, &key, 20_101);
     let batched = |every: Duration, max_updates: usize| ClusterConfig {
         batching: Some(scone_cluster::Batching { every, max_updates }),
         ..ClusterConfig::default()
@@ -382,9 +385,7 @@ async fn concurrent_requests_on_one_session_are_serialized_and_none_is_lost() {
     // Each copy takes a moment on the wire, so requests in flight overlap at the node
     // (without a lock, they would run from the same version and all but one be refused).
     network.set_delay(Duration::from_millis(2));
-    let b = member(20_071);
-    let b_replica = replica(&key);
-    network.join(b.peer, b_replica.clone());
+    let (b, b_replica) = replica_on(&network, &key, 20_071);
     let (a, stop, a_replica) = serve_a(&key, &network, std::slice::from_ref(&b), LIMIT).await;
     let mut first = TokenClient::new();
     first.add(a, "start", 1).await.unwrap();

@@ -624,37 +624,39 @@ async fn sessions_that_lost_a_copy_are_copied_again_without_a_request() {
     node_c.stop().await;
 }
 
+/// Cart nodes of one cluster, each taking deltas or not.
+async fn nodes_taking_deltas<const N: usize>(key: &SigningKey, deltas: [bool; N]) -> [Node; N] {
+    let (listeners, members) = members(N).await;
+    let membership = StaticMembership::new(members.clone());
+    let mut listeners = listeners.into_iter();
+    let mut members = members.into_iter();
+    deltas.map(|deltas| {
+        let (listeners, me) = (listeners.next().unwrap(), members.next().unwrap());
+        start_node_with(
+            listeners,
+            me,
+            membership.clone(),
+            key,
+            ClusterConfig::default(),
+            |replica| {
+                if deltas {
+                    replica.with_deltas(scone_rpc::state::apply_delta::<cart::CartState>)
+                } else {
+                    replica
+                }
+            },
+        )
+    })
+}
+
 /// A secondary that holds the version before gets only the changed fields, and ends up
 /// with the very SCONE the primary signed; one that does not take deltas gets the whole
 /// copy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secondary_in_step_gets_a_delta_and_rebuilds_the_signed_scone() {
     let key = SigningKey::generate().unwrap();
-    let (mut listeners, members) = members(2).await;
-    let membership = StaticMembership::new(members.clone());
-    let takes_deltas = |replica: scone_cluster::Replica| {
-        replica.with_deltas(scone_rpc::state::apply_delta::<cart::CartState>)
-    };
-    let b_listeners = listeners.pop().unwrap();
-    let a_listeners = listeners.pop().unwrap();
-    let (a, b) = (members[0].clone(), members[1].clone());
-    let config = ClusterConfig::default;
-    let node_a = start_node_with(
-        a_listeners,
-        a.clone(),
-        membership.clone(),
-        &key,
-        config(),
-        takes_deltas,
-    );
-    let node_b = start_node_with(
-        b_listeners,
-        b.clone(),
-        membership.clone(),
-        &key,
-        config(),
-        takes_deltas,
-    );
+    let [node_a, node_b] = nodes_taking_deltas(&key, [true, true]).await;
+    let (a, b) = (node_a.member.clone(), node_b.member.clone());
 
     let mut client = TokenClient::new();
     client.add(a.rpc, "apple", 1).await.unwrap();
@@ -698,22 +700,9 @@ async fn a_secondary_in_step_gets_a_delta_and_rebuilds_the_signed_scone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secondary_that_cannot_apply_a_delta_gets_the_whole_copy() {
     let key = SigningKey::generate().unwrap();
-    let (mut listeners, members) = members(2).await;
-    let membership = StaticMembership::new(members.clone());
-    let b_listeners = listeners.pop().unwrap();
-    let a_listeners = listeners.pop().unwrap();
-    let (a, b) = (members[0].clone(), members[1].clone());
-    let config = ClusterConfig::default;
-    let node_a = start_node_with(
-        a_listeners,
-        a.clone(),
-        membership.clone(),
-        &key,
-        config(),
-        |replica| replica.with_deltas(scone_rpc::state::apply_delta::<cart::CartState>),
-    );
     // B runs an older build that takes whole copies only.
-    let node_b = start_node(b_listeners, b.clone(), membership.clone(), &key, config());
+    let [node_a, node_b] = nodes_taking_deltas(&key, [true, false]).await;
+    let a = node_a.member.clone();
     let mut client = TokenClient::new();
     client.add(a.rpc, "apple", 1).await.unwrap();
     client.add(a.rpc, "pear", 1).await.unwrap();

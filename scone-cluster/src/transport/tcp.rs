@@ -257,14 +257,18 @@ impl TcpTransport {
         ctx
     }
 
+    /// The copies waiting, by peer (each change to them is one complete step).
+    fn outboxes(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Outbox>> {
+        self.outboxes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Sends `copy` to `peer` with whatever else waits for it; its answer.
     async fn copy(&self, peer: SocketAddr, copy: CopyItem) -> Result<(), PeerError> {
         let (answer_tx, answer) = oneshot::channel();
         let start = {
-            let mut outboxes = self
-                .outboxes
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut outboxes = self.outboxes();
             let outbox = outboxes.entry(peer).or_default();
             outbox.waiting.push((copy, answer_tx));
             !std::mem::replace(&mut outbox.sending, true)
@@ -285,10 +289,7 @@ impl TcpTransport {
     async fn send_waiting(&self, peer: SocketAddr) {
         loop {
             let batch = {
-                let mut outboxes = self
-                    .outboxes
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let mut outboxes = self.outboxes();
                 let outbox = outboxes.entry(peer).or_default();
                 if outbox.waiting.is_empty() {
                     outbox.sending = false;
