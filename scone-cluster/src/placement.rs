@@ -259,13 +259,19 @@ impl<T: PeerTransport, M: Membership> Inner<T, M> {
         }
     }
 
-    /// The reply's side of a commit of `minted`: its routing token.
-    fn committed(&self, minted: &Scone, secondaries: Vec<SocketAddr>, wanted: usize) -> Committed {
+    /// The reply's side of a commit of `minted` (version `id`): its routing token.
+    fn committed(
+        &self,
+        minted: &Scone,
+        id: VersionId,
+        secondaries: Vec<SocketAddr>,
+        wanted: usize,
+    ) -> Committed {
         bump(&self.counters.commits);
         let token = RoutingToken {
             session: SessionId::of(minted),
-            version: minted.version(),
-            digest: crate::session::digest(minted),
+            version: id.version,
+            digest: id.digest,
             primary: self.me.rpc,
             secondaries,
             required: u16::try_from(wanted).unwrap_or(u16::MAX),
@@ -283,7 +289,7 @@ impl<T: PeerTransport, M: Membership> Inner<T, M> {
         let held = self.replica.store().get(session);
         let parent_lineage = held
             .filter(|held| held.id() == parent)
-            .map(|held| held.lineage)
+            .map(|held| held.into_parts().1)
             .unwrap_or_default();
         Lineage::after(parent, &parent_lineage)
     }
@@ -412,10 +418,9 @@ impl<T: PeerTransport, M: Membership> Inner<T, M> {
             .fetch_newest(std::slice::from_ref(member), &session, |_| true)
             .await;
         if let Some(newer) = newer {
-            let version = newer.scone.version();
-            let kept = self
-                .replica
-                .keep(newer.scone, newer.lineage, refused.acknowledged);
+            let version = newer.scone().version();
+            let (scone, lineage) = newer.into_parts();
+            let kept = self.replica.keep(scone, lineage, refused.acknowledged);
             match kept {
                 Ok(()) => {
                     tracing::info!(me = %self.me.rpc, peer = %member.rpc, version, "took a peer's version of a session");
@@ -453,10 +458,10 @@ impl<T: PeerTransport, M: Membership> Inner<T, M> {
                 let lineage = copy.lineage;
                 lineage
                     .is_valid_for(scone.version())
-                    .then_some(Held { scone, lineage })
+                    .then(|| Held::new(scone, lineage))
             })
-            .filter(|held| &SessionId::of(&held.scone) == session && wanted(held))
-            .max_by_key(|held| held.scone.version())
+            .filter(|held| &SessionId::of(held.scone()) == session && wanted(held))
+            .max_by_key(|held| held.scone().version())
     }
 }
 
@@ -492,9 +497,9 @@ impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
             return Ok((None, lease));
         }
         if let Some(held) = inner.replica.store().get(session) {
-            if token.is_served_by(held.id(), &held.lineage) {
+            if token.is_served_by(held.id(), held.lineage()) {
                 bump(&inner.counters.local_loads);
-                return Ok((Some(held.scone), lease));
+                return Ok((Some(held.into_parts().0), lease));
             }
         }
         // The owners the token names first, then everyone else.
@@ -503,13 +508,13 @@ impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
             .into_iter()
             .filter(|member| member.rpc != inner.me.rpc)
             .partition(|member| token.owners().any(|owner| owner == member.rpc));
-        let served = |held: &Held| token.is_served_by(held.id(), &held.lineage);
+        let served = |held: &Held| token.is_served_by(held.id(), held.lineage());
         let mut found = inner.fetch_newest(&owners, session, served).await;
         if found.is_none() {
             tracing::debug!(me = %inner.me.rpc, "the owners do not have the session: asking every member");
             found = inner.fetch_newest(&rest, session, served).await;
         }
-        let Some(Held { scone, lineage }) = found else {
+        let Some((scone, lineage)) = found.map(Held::into_parts) else {
             bump(&inner.counters.unavailable);
             return Err(PlacementError::Unavailable(format!(
                 "no live node holds version {} of the session",
@@ -538,7 +543,8 @@ impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
         let acknowledged = token_in.as_ref().map(RoutingToken::version_id);
         let lineage = inner.lineage_after(&session, commit.previous);
         let store = inner.replica.store();
-        match store.admits(&session, VersionId::of(minted), &lineage, acknowledged) {
+        let minted_id = VersionId::of(minted);
+        match store.admits(&session, minted_id, &lineage, acknowledged) {
             Stored::Kept => {}
             _ => {
                 bump(&inner.counters.superseded);
@@ -559,15 +565,9 @@ impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
         }
         let candidates = inner.candidates(&session, token_in.as_ref());
         let wanted = inner.config.replicas.wanted(candidates.len());
-        if let Some(batching) = inner.config.batching {
-            return self.commit_batched(
-                minted,
-                lineage,
-                acknowledged,
-                candidates,
-                wanted,
-                batching,
-            );
+        if inner.config.batching.is_some() {
+            let made = (minted, minted_id, lineage, acknowledged);
+            return self.commit_batched(made, candidates, wanted);
         }
         let copy = SessionCopy {
             scone: minted.encoded().to_vec(),
@@ -595,7 +595,7 @@ impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
         }
         // Kept here last: a refused commit leaves this node as it was.
         inner.keep_minted(minted, lineage, acknowledged)?;
-        Ok(inner.committed(minted, secondaries, wanted))
+        Ok(inner.committed(minted, minted_id, secondaries, wanted))
     }
 
     /// Deltas, when this node's replica applies them (and so its peers', which run the

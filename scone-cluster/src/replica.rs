@@ -96,8 +96,8 @@ impl SessionCopy {
     /// A copy of what a node holds.
     pub fn of(held: &Held) -> Self {
         Self {
-            scone: held.scone.encoded().to_vec(),
-            lineage: held.lineage.clone(),
+            scone: held.scone().encoded().to_vec(),
+            lineage: held.lineage().clone(),
             acknowledged: None,
         }
     }
@@ -210,10 +210,10 @@ impl Replica {
         let held = self
             .store
             .get(&copy.session)
-            .filter(|held| held.id() == copy.parent && !held.scone.is_sealed())
+            .filter(|held| held.id() == copy.parent && !held.scone().is_sealed())
             .ok_or(ReplicaRefusal::OutOfStep)?;
         let state =
-            apply(held.scone.state(), &copy.delta).map_err(|_| ReplicaRefusal::OutOfStep)?;
+            apply(held.scone().state(), &copy.delta).map_err(|_| ReplicaRefusal::OutOfStep)?;
         let mut encoded = Vec::with_capacity(copy.head.len() + state.len() + copy.tail.len());
         encoded.extend_from_slice(&copy.head);
         encoded.extend_from_slice(&state);
@@ -224,7 +224,7 @@ impl Replica {
         if SessionId::of(&scone) != copy.session {
             return Err(ReplicaRefusal::Untrusted);
         }
-        Ok((scone, Lineage::after(copy.parent, &held.lineage)))
+        Ok((scone, Lineage::after(copy.parent, held.lineage())))
     }
 
     pub(crate) fn counters(&self) -> &Counters {

@@ -48,19 +48,41 @@ pub struct SessionStore {
     clock: Arc<dyn Clock>,
 }
 
-/// One session as a node holds it.
+/// One session as a node holds it: its newest SCONE here and the versions that SCONE
+/// descends from.
 #[derive(Clone, Debug)]
 pub struct Held {
-    /// Its newest SCONE here.
-    pub scone: Scone,
-    /// The versions that SCONE descends from.
-    pub lineage: Lineage,
+    scone: Scone,
+    lineage: Lineage,
+    /// Which version it is, hashed once.
+    id: VersionId,
 }
 
 impl Held {
+    /// `scone`, descended from `lineage`.
+    pub fn new(scone: Scone, lineage: Lineage) -> Self {
+        let id = VersionId::of(&scone);
+        Self { scone, lineage, id }
+    }
+
+    /// The SCONE.
+    pub fn scone(&self) -> &Scone {
+        &self.scone
+    }
+
+    /// The versions it descends from.
+    pub fn lineage(&self) -> &Lineage {
+        &self.lineage
+    }
+
+    /// The SCONE and its lineage.
+    pub fn into_parts(self) -> (Scone, Lineage) {
+        (self.scone, self.lineage)
+    }
+
     /// Which version it is.
     pub fn id(&self) -> VersionId {
-        VersionId::of(&self.scone)
+        self.id
     }
 
     /// Whether it is `base` or descends from it (as far as its lineage tells).
@@ -156,10 +178,7 @@ impl SessionStore {
             return Stored::Expired;
         }
         let id = SessionId::of(&scone);
-        let new = Held {
-            scone: scone.compacted(),
-            lineage,
-        };
+        let new = Held::new(scone.compacted(), lineage);
         let mut guard = self.lock();
         if guard.ended.contains_key(&id) {
             return Stored::Ended;

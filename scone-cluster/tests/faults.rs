@@ -432,7 +432,7 @@ async fn concurrent_requests_on_one_session_are_serialized_and_none_is_lost() {
     let session = first.routing().session;
     for holder in [&a_replica, &b_replica] {
         let newest = holder.store().get(&session).unwrap();
-        let cart: CartState = postcard::from_bytes(newest.scone.state()).unwrap();
+        let cart: CartState = postcard::from_bytes(newest.scone().state()).unwrap();
         for item in &acknowledged {
             assert_eq!(cart.items.get(item), Some(&1), "{item} missing");
         }

@@ -442,7 +442,7 @@ async fn a_later_version_of_another_line_neither_replaces_nor_serves_the_acknowl
     };
     let other_v2 = mint(2, &["apple", "lost-attempt"]);
     let other_v3 = mint(3, &["apple", "lost-attempt", "more"]);
-    let other_v2_lineage = Lineage::after(v1.id(), &v1.lineage);
+    let other_v2_lineage = Lineage::after(v1.id(), v1.lineage());
     let other_v3_lineage = Lineage::after(VersionId::of(&other_v2), &other_v2_lineage);
     let copy = |scone: &scone::Scone, lineage: &Lineage| SessionCopy {
         scone: scone.encoded().to_vec(),

@@ -102,18 +102,18 @@ impl Batch {
 }
 
 impl<T: PeerTransport, M: Membership> ClusterPlacement<T, M> {
-    /// A commit when batching: kept here, queued for the first `wanted` of
-    /// `candidates`, and answered at once with a token naming them.
+    /// A commit when batching: the SCONE `made` (minted, its version, lineage, and the
+    /// version the request's client was acknowledged on) kept here, queued for the first
+    /// `wanted` of `candidates`, and answered at once with a token naming them.
     pub(super) fn commit_batched(
         &self,
-        minted: &Scone,
-        lineage: Lineage,
-        acknowledged: Option<VersionId>,
+        made: (&Scone, VersionId, Lineage, Option<VersionId>),
         mut candidates: Vec<Member>,
         wanted: usize,
-        batching: Batching,
     ) -> Result<Committed, PlacementError> {
         let inner = &*self.inner;
+        let (minted, minted_id, lineage, acknowledged) = made;
+        let batching = inner.config.batching.unwrap_or_default();
         candidates.truncate(wanted);
         if candidates.len() < wanted && inner.config.shortfall == Shortfall::Refuse {
             bump(&inner.counters.not_replicated);
@@ -138,7 +138,7 @@ impl<T: PeerTransport, M: Membership> ClusterPlacement<T, M> {
             candidates,
             batching.max_updates,
         );
-        Ok(inner.committed(minted, secondaries, wanted))
+        Ok(inner.committed(minted, minted_id, secondaries, wanted))
     }
 }
 

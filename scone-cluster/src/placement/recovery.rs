@@ -99,7 +99,7 @@ impl<T: PeerTransport, M: Membership> ClusterPlacement<T, M> {
             .snapshot()
             .into_iter()
             .map(|held| async move {
-                let session = SessionId::of(&held.scone);
+                let session = SessionId::of(held.scone());
                 let candidates = inner.candidates(&session, None);
                 let wanted = inner.config.replicas.wanted(candidates.len());
                 match inner
