@@ -352,7 +352,6 @@ impl<T: PeerTransport, M: Membership> Inner<T, M> {
                         refusal: refusal @ (ReplicaRefusal::Stale | ReplicaRefusal::Forked),
                         ..
                     }) => {
-                        bump(&self.counters.superseded);
                         // This node was behind: take the peer's version, so that the
                         // next call is served from it rather than refused the same way.
                         self.repair_from(member, copy).await;
@@ -585,7 +584,11 @@ impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
             .map(|token| token.owners().collect())
             .unwrap_or_default();
         let delta = delta.as_ref().map(|delta| (delta, in_step.as_slice()));
-        let secondaries = inner.replicate(&copy, delta, &candidates, wanted).await?;
+        let replicated = inner.replicate(&copy, delta, &candidates, wanted).await;
+        if let Err(PlacementError::Superseded(_)) = &replicated {
+            bump(&inner.counters.superseded);
+        }
+        let secondaries = replicated?;
         if secondaries.len() < wanted && inner.config.shortfall == Shortfall::Refuse {
             bump(&inner.counters.not_replicated);
             return Err(PlacementError::NotReplicated {
