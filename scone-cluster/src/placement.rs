@@ -112,12 +112,19 @@ pub struct HandOver {
 ///    [pinned secondaries](ClusterConfig::pinned_secondaries), then the secondaries the
 ///    request's token named (they hold the version before), then members of other zones than
 ///    this node's, then the rest, each group in an order fixed per session (rendezvous
-///    hashing); a peer that fails is replaced by the next candidate;
-/// 3. a peer that holds a newer version refuses the copy: then this node was behind,
-///    and the call is refused (`superseded`); this node takes that peer's version, so the next call is served from it (read repair);
+///    hashing); a peer that fails is replaced by the next candidate. A peer the token
+///    names as holding the version before gets only the delta of the changed fields,
+///    when the replica [takes deltas](Replica::with_deltas) (the whole copy if it is
+///    out of step);
+/// 3. a peer that holds a newer version (or one of another line that wins) refuses the
+///    copy: then this node was behind, and the call is refused (`superseded`); this
+///    node takes that peer's version, so the next call is served from it (read repair);
 /// 4. fewer than k acknowledgements: see [`Shortfall`];
 /// 5. keep it on this node, and answer with the routing token: this node as primary,
 ///    the peers that acknowledged as secondaries.
+///
+/// With [`ClusterConfig::batching`], steps 2 to 4 come after the reply: see
+/// [`Batching`].
 ///
 /// **One request at a time per session**: a request that carries a token holds its
 /// session's lock on this node from load until its reply is made; other requests on
