@@ -361,11 +361,15 @@ impl<T: PeerTransport, M: Membership> Inner<T, M> {
                     }) => {
                         // This node was behind: take the peer's version, so that the
                         // next call is served from it rather than refused the same way.
-                        self.repair_from(member, copy).await;
-                        return Err(PlacementError::Superseded(format!(
-                            "node {}: {refusal}",
-                            member.rpc
-                        )));
+                        if self.repair_from(member, copy).await {
+                            return Err(PlacementError::Superseded(format!(
+                                "node {}: {refusal}",
+                                member.rpc
+                            )));
+                        }
+                        // The peer holds a line this node does not take: it cannot hold
+                        // this copy, so another candidate does.
+                        tracing::warn!(me = %self.me.rpc, peer = %member.rpc, %refusal, "a peer holds another line of a session");
                     }
                     Err(error) => {
                         tracing::warn!(me = %self.me.rpc, %error, "a peer did not take a copy");
@@ -413,27 +417,35 @@ impl<T: PeerTransport, M: Membership> Inner<T, M> {
     }
 
     /// Keeps `member`'s copy of the session `refused` (a copy it would not take) belongs
-    /// to, if it verifies and descends from this node's (or wins over it: see
-    /// [`SessionStore::put`](crate::SessionStore::put)).
-    async fn repair_from(&self, member: &Member, refused: &SessionCopy) {
+    /// to, if it verifies and descends from this node's, or, for a commit, continues the
+    /// version its client was acknowledged on ([`SessionStore::adopt`](crate::SessionStore::adopt));
+    /// whether it did (or already held it).
+    async fn repair_from(&self, member: &Member, refused: &SessionCopy) -> bool {
         let Some(refused_scone) = self.replica.verified(refused.scone.clone()) else {
-            return;
+            return false;
         };
         let session = SessionId::of(&refused_scone);
         let newer = self
             .fetch_newest(std::slice::from_ref(member), &session, |_| true)
             .await;
-        if let Some(newer) = newer {
-            let version = newer.scone().version();
-            let (scone, lineage) = newer.into_parts();
-            let kept = self.replica.keep(scone, lineage, refused.acknowledged);
-            match kept {
-                Ok(()) => {
-                    tracing::info!(me = %self.me.rpc, peer = %member.rpc, version, "took a peer's version of a session");
-                }
-                Err(refusal) => {
-                    tracing::debug!(me = %self.me.rpc, peer = %member.rpc, version, %refusal, "kept this node's version of a session over a peer's");
-                }
+        let Some(newer) = newer else {
+            return false;
+        };
+        let version = newer.scone().version();
+        let (scone, lineage) = newer.into_parts();
+        let store = self.replica.store();
+        let kept = match refused.acknowledged {
+            Some(acknowledged) => store.adopt(scone, lineage, acknowledged),
+            None => store.put(scone, lineage, None),
+        };
+        match kept {
+            Stored::Kept | Stored::Same => {
+                tracing::info!(me = %self.me.rpc, peer = %member.rpc, version, "took a peer's version of a session");
+                true
+            }
+            refusal => {
+                tracing::debug!(me = %self.me.rpc, peer = %member.rpc, version, ?refusal, "kept this node's version of a session over a peer's");
+                false
             }
         }
     }

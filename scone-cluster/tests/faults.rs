@@ -376,6 +376,102 @@ async fn batched_copies_reply_first_and_lose_only_their_window() {
     let _ = stop_survivor.send(());
 }
 
+/// A batched copy its peer does not take (the link is cut) is made again at once on
+/// another member, not left on the primary alone until the next change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batched_copy_that_fails_is_made_on_another_member() {
+    let key = SigningKey::generate().unwrap();
+    let network = MemoryNetwork::new();
+    let (b, b_replica) = replica_on(&network, &key, 20_141);
+    let (c, c_replica) = replica_on(&network, &key, 20_151);
+    let config = ClusterConfig {
+        pinned_secondaries: vec![b.rpc],
+        batching: Some(scone_cluster::Batching {
+            every: Duration::from_millis(10),
+            max_updates: 100,
+        }),
+        ..ClusterConfig::default()
+    };
+    let others = [b.clone(), c.clone()];
+    let (a, stop, _) = serve_a_in(None, config, &key, &network, &others, LIMIT).await;
+    network.cut(b.peer);
+    let mut client = TokenClient::new();
+    client.add(a, "apple", 1).await.unwrap();
+    assert_eq!(client.routing().secondaries, [b.rpc], "meant for B");
+    let token = client.routing();
+    bounded(async {
+        while c_replica.store().get(&token.session).map(|held| held.id())
+            != Some(token.version_id())
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(b_replica.store().get(&token.session).is_none());
+    let _ = stop.send(());
+}
+
+/// Re-replication meets a peer holding another line of the session (a fork left by an
+/// attempt the client gave up on, outnumbering the acknowledged version): that peer
+/// cannot hold this copy, so it goes to the next candidate instead of being counted as
+/// made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_on_another_line_does_not_count_as_a_copy() {
+    let key = SigningKey::generate().unwrap();
+    let network = MemoryNetwork::new();
+    let (x, x_replica) = replica_on(&network, &key, 20_111);
+    let (y, y_replica) = replica_on(&network, &key, 20_121);
+    let a = member(20_131);
+    let a_replica = replica(&key);
+    network.join(a.peer, a_replica.clone());
+    let minter = scone::Minter::new(key.clone());
+    let mint = |version: u64, state: &[u8]| {
+        minter
+            .mint(
+                scone::Draft::new(
+                    cart::service_id().unwrap(),
+                    scone::EndpointId::from_bytes([9; 16]),
+                )
+                .with_version(version)
+                .with_state(state.to_vec()),
+            )
+            .unwrap()
+    };
+    let (v1, a2, b2, b3) = (
+        mint(1, b"v1"),
+        mint(2, b"a2"),
+        mint(2, b"b2"),
+        mint(3, b"b3"),
+    );
+    let after =
+        |parent: &scone::Scone, lineage: &Lineage| Lineage::after(VersionId::of(parent), lineage);
+    let v1_lineage = after(&v1, &Lineage::default());
+    a_replica
+        .keep(a2.clone(), v1_lineage.clone(), None)
+        .unwrap();
+    x_replica.keep(b3, after(&b2, &v1_lineage), None).unwrap();
+
+    // X first (pinned), so the pass meets it before Y.
+    let config = ClusterConfig {
+        pinned_secondaries: vec![x.rpc],
+        ..ClusterConfig::default()
+    };
+    let membership = StaticMembership::new(vec![a.clone(), x.clone(), y.clone()]);
+    let placement =
+        ClusterPlacement::new(a, a_replica, network.transport(LIMIT), membership, config);
+    let report = bounded(placement.rereplicate()).await;
+    assert_eq!((report.handed_over, report.short), (1, 0));
+    let session = scone_cluster::SessionId::of(&a2);
+    assert_eq!(
+        y_replica.store().get(&session).unwrap().id(),
+        VersionId::of(&a2)
+    );
+    assert_eq!(
+        x_replica.store().get_scone(&session).unwrap().state(),
+        b"b3"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_on_one_session_are_serialized_and_none_is_lost() {
     const CLIENTS: usize = 8;

@@ -9,10 +9,12 @@
 //! acknowledged: up to `every` (plus a peer round trip), or `max_updates` changes. If
 //! the node dies inside that window, those changes are lost: the client's next call
 //! finds no node holding the version its token names and is refused
-//! `session-unavailable` (never served an older state). A batch a peer does not
-//! acknowledge is not sent again; the copies are made again when that peer is declared
-//! lost ([`ClusterPlacement::keep_copies`](super::ClusterPlacement::keep_copies)). The
-//! default is synchronous replication: no window.
+//! `session-unavailable` (never served an older state). A copy a peer does not take is
+//! made again at once, as a commit would make it (other members if that one fails; a
+//! peer that holds newer makes this node take its version). The client is not told, as
+//! a synchronous commit would tell it, that the change was made from an old version
+//! (`superseded`): with batching a change can be acknowledged and then lose to a newer
+//! line. The default is synchronous replication: no window.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -31,7 +33,7 @@ use crate::membership::{Member, Membership};
 use crate::replica::SessionCopy;
 use crate::session::SessionId;
 use crate::stats::bump;
-use crate::transport::{PeerError, PeerTransport};
+use crate::transport::PeerTransport;
 
 /// When batched copies are sent: every `every`, or once `max_updates` wait.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,7 +150,9 @@ pub(super) async fn send_batches<T: PeerTransport, M: Membership>(
     inner: Weak<Inner<T, M>>,
     batching: Batching,
 ) {
-    let mut ticker = tokio::time::interval(batching.every);
+    // The first send after `every`, not at once: the commit that started this waits too.
+    let mut ticker =
+        tokio::time::interval_at(tokio::time::Instant::now() + batching.every, batching.every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let Some(batch) = inner.upgrade().map(|inner| Arc::clone(&inner.batch)) else {
@@ -173,36 +177,53 @@ async fn send<T: PeerTransport, M: Membership>(
     if copies.is_empty() {
         return;
     }
-    let mut by_peer: HashMap<SocketAddr, (Member, Vec<SessionCopy>)> = HashMap::new();
-    for (copy, peers) in copies.into_values() {
+    let mut by_peer: HashMap<SocketAddr, (Member, Vec<(SessionId, SessionCopy)>)> = HashMap::new();
+    for (session, (copy, peers)) in copies {
         for peer in peers {
             by_peer
                 .entry(peer.peer)
                 .or_insert_with(|| (peer, Vec::new()))
                 .1
-                .push(copy.clone());
+                .push((session.clone(), copy.clone()));
         }
     }
     // Sent at once: the TCP transport puts what waits for one peer in one message.
     let sends = by_peer
         .into_values()
         .flat_map(|(member, copies)| copies.into_iter().map(move |copy| (member.clone(), copy)))
-        .map(|(member, copy)| async move {
+        .map(|(member, (session, copy))| async move {
             bump(&inner.counters.replications);
-            inner
-                .counters
-                .copy_bytes
-                .fetch_add(copy.scone.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            match inner.transport.replicate(member.peer, copy).await {
-                Ok(()) => bump(&inner.counters.acks),
-                Err(PeerError::Refused { refusal, .. }) => {
-                    tracing::debug!(peer = %member.rpc, %refusal, "a peer refused a batched copy");
+            inner.counters.copy_bytes.fetch_add(
+                copy.scone.len() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            match inner.transport.replicate(member.peer, copy.clone()).await {
+                Ok(()) => {
+                    bump(&inner.counters.acks);
+                    None
                 }
                 Err(error) => {
-                    bump(&inner.counters.batch_copies_lost);
-                    tracing::warn!(peer = %member.rpc, %error, "a batched copy was not acknowledged");
+                    tracing::debug!(peer = %member.rpc, %error, "a batched copy was not taken");
+                    Some((session, copy))
                 }
             }
         });
-    join_all(sends).await;
+    let failed: HashMap<SessionId, SessionCopy> =
+        join_all(sends).await.into_iter().flatten().collect();
+    // Each copy a peer did not take is made again at once, as a commit makes it: to
+    // the members a commit would choose now, replacing those that fail; a peer holding
+    // a newer version makes this node take it.
+    let again = failed.into_iter().map(|(session, copy)| async move {
+        let candidates = inner.candidates(&session, None);
+        let wanted = inner.config.replicas.wanted(candidates.len());
+        match inner.replicate(&copy, None, &candidates, wanted).await {
+            Ok(made) if made.len() >= wanted => {}
+            Err(PlacementError::Superseded(_)) => {}
+            _ => {
+                bump(&inner.counters.batch_copies_lost);
+                tracing::warn!(me = %inner.me.rpc, "a batched copy could not be made on enough members");
+            }
+        }
+    });
+    join_all(again).await;
 }
