@@ -44,8 +44,9 @@
 //!   if it verifies under the service's keys and descends from what the node holds
 //!   (each copy carries its [`Lineage`]), so a process outside the cluster cannot plant
 //!   state, a stale node that comes back cannot overwrite newer state, and a line forked
-//!   by an attempt the client gave up on cannot replace the acknowledged one, however
-//!   far its version numbers run; a node that served a request from an old version finds out
+//!   by an attempt the client gave up on cannot replace the acknowledged one (as long as
+//!   it forked within the last [`lineage::LINEAGE_DEPTH`] versions; the lineage is
+//!   metadata peers send, not signed: peers are trusted to send it honestly); a node that served a request from an old version finds out
 //!   at commit (a peer, or itself, holds newer) and the call is refused (`superseded`), and the node takes the newer version so the next call is served from it.
 //! - **Failover**: a node that gets a token for a session it does not hold (or holds
 //!   older) fetches it from the owners the token names, then from every member, and

@@ -8,7 +8,10 @@
 //! or not. So every copy travels with its [`Lineage`], the last [`LINEAGE_DEPTH`]
 //! versions it descends from, and a node takes a copy only if it descends from the one it
 //! holds ([`descent`]). A replica that fell further behind than that cannot tell, and
-//! takes the newer version, as it must to catch up.
+//! takes the newer version, as it must to catch up; so does one sent a copy with a short
+//! lineage (its parent's not known where it was made). The lineage is not signed: a
+//! peer is trusted to send the one it holds (set a cluster secret to keep strangers off
+//! the peer port).
 
 use scone::Scone;
 use serde::{Deserialize, Serialize};

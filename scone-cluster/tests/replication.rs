@@ -700,7 +700,7 @@ async fn a_secondary_in_step_gets_a_delta_and_rebuilds_the_signed_scone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secondary_that_cannot_apply_a_delta_gets_the_whole_copy() {
     let key = SigningKey::generate().unwrap();
-    // B runs an older build that takes whole copies only.
+    // B's replica has no delta applier: it takes whole copies only.
     let [node_a, node_b] = nodes_taking_deltas(&key, [true, false]).await;
     let a = node_a.member.clone();
     let mut client = TokenClient::new();
@@ -769,4 +769,57 @@ async fn a_node_back_after_a_failover_does_not_serve_its_stale_copy() {
         [("apple", 1), ("fig", 1), ("pear", 1), ("plum", 1)]
     );
     stop_all(nodes).await;
+}
+
+/// Many copies to one peer at once go out in a few messages (the TCP transport's
+/// outbox); each is still answered on its own, in its own right: here every tenth is
+/// garbage and is refused while the others are kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_sent_together_are_each_answered_on_their_own() {
+    let key = SigningKey::generate().unwrap();
+    let keys =
+        scone::KeyRing::for_service(cart::service_id().unwrap(), [key.public_key()]).unwrap();
+    let replica = scone_cluster::Replica::new(scone_cluster::SessionStore::new(1_000), keys);
+    let listener = loopback().await;
+    let peer = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(scone_cluster::serve_peers(
+        listener,
+        replica.clone(),
+        stop_rx,
+    ));
+    let transport = TcpTransport::new(std::time::Duration::from_secs(2));
+    let minter = Minter::new(key);
+    let copies = (0..100u16).map(|n| {
+        let mut endpoint = [0; 16];
+        endpoint[..2].copy_from_slice(&n.to_le_bytes());
+        let scone = minter
+            .mint(Draft::new(
+                cart::service_id().unwrap(),
+                EndpointId::from_bytes(endpoint),
+            ))
+            .unwrap();
+        let mut copy = SessionCopy::without_lineage(&scone);
+        if n % 10 == 0 {
+            copy.scone = vec![1, 2, 3];
+        }
+        (n, copy)
+    });
+    let sends = copies.map(|(n, copy)| {
+        let transport = transport.clone();
+        async move { (n, transport.replicate(peer, copy).await) }
+    });
+    for (n, answer) in bounded(futures::future::join_all(sends)).await {
+        match answer {
+            Ok(()) => assert!(n % 10 != 0, "copy {n} was garbage"),
+            Err(PeerError::Refused {
+                refusal: ReplicaRefusal::Untrusted,
+                ..
+            }) => assert!(n % 10 == 0, "copy {n} was valid"),
+            Err(error) => panic!("copy {n}: {error}"),
+        }
+    }
+    assert_eq!(replica.store().len(), 90);
+    let _ = stop_tx.send(());
+    bounded(served).await.unwrap().unwrap();
 }

@@ -165,7 +165,8 @@ async fn serve(
 /// Copies to one peer go out one message at a time: the copies that come while one is
 /// on the wire wait and go together in the next (at most [`MAX_COPIES_PER_MESSAGE`]),
 /// each still answered on its own. A lone copy goes at once; under load, a message and
-/// its answer are shared by many commits instead of one round trip each.
+/// its answer are shared by many commits instead of one round trip each. At most
+/// [`MAX_COPIES_WAITING`] wait per peer; copies whose caller gave up are dropped unsent.
 #[derive(Clone, Debug)]
 pub struct TcpTransport {
     /// Each peer's link, behind its own lock: a connect to a dead peer holds up only
@@ -186,6 +187,10 @@ pub const MAX_COPIES_PER_MESSAGE: usize = 256;
 
 /// Most SCONE bytes in one message to a peer (a frame holds 1 MiB).
 const MAX_COPY_BYTES_PER_MESSAGE: usize = 512 * 1024;
+
+/// Most copies waiting for one peer; past it, a copy fails at once (the peer is slow or
+/// gone: the placement tries another) rather than growing the queue.
+pub const MAX_COPIES_WAITING: usize = 4096;
 
 /// The copies waiting for one peer, each with where its answer goes.
 #[derive(Debug, Default)]
@@ -270,6 +275,9 @@ impl TcpTransport {
         let start = {
             let mut outboxes = self.outboxes();
             let outbox = outboxes.entry(peer).or_default();
+            if outbox.waiting.len() >= MAX_COPIES_WAITING {
+                return Err(Self::unreachable(peer, "too many copies waiting for it"));
+            }
             outbox.waiting.push((copy, answer_tx));
             !std::mem::replace(&mut outbox.sending, true)
         };
@@ -277,8 +285,10 @@ impl TcpTransport {
             let transport = self.clone();
             tokio::spawn(async move { transport.send_waiting(peer).await });
         }
-        // Behind at most one message on the wire, each bounded by the timeout.
-        match tokio::time::timeout(self.timeout * 2, answer).await {
+        // Behind the message on the wire (and, under load, a few more), each bounded by
+        // the timeout for its connect, handshake and call; past this the copy counts as
+        // failed, and may still arrive (as any call that timed out may).
+        match tokio::time::timeout(self.timeout * 4, answer).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(_)) => Err(Self::unreachable(peer, "the copy was dropped")),
             Err(_) => Err(Self::unreachable(peer, "no answer in time")),
@@ -291,6 +301,8 @@ impl TcpTransport {
             let batch = {
                 let mut outboxes = self.outboxes();
                 let outbox = outboxes.entry(peer).or_default();
+                // Copies whose caller gave up (its request's deadline passed) are not sent.
+                outbox.waiting.retain(|(_, answer)| !answer.is_closed());
                 if outbox.waiting.is_empty() {
                     outbox.sending = false;
                     return;
