@@ -417,9 +417,9 @@ impl<T: PeerTransport, M: Membership> Inner<T, M> {
     }
 
     /// Keeps `member`'s copy of the session `refused` (a copy it would not take) belongs
-    /// to, if it verifies and descends from this node's, or, for a commit, continues the
-    /// version its client was acknowledged on ([`SessionStore::adopt`](crate::SessionStore::adopt));
-    /// whether it did (or already held it).
+    /// to, if it verifies and descends from this node's (or wins over it: see
+    /// [`SessionStore::put`](crate::SessionStore::put)); whether it did (or already held
+    /// it).
     async fn repair_from(&self, member: &Member, refused: &SessionCopy) -> bool {
         let Some(refused_scone) = self.replica.verified(refused.scone.clone()) else {
             return false;
@@ -433,12 +433,11 @@ impl<T: PeerTransport, M: Membership> Inner<T, M> {
         };
         let version = newer.scone().version();
         let (scone, lineage) = newer.into_parts();
-        let store = self.replica.store();
-        let kept = match refused.acknowledged {
-            Some(acknowledged) => store.adopt(scone, lineage, acknowledged),
-            None => store.put(scone, lineage, None),
-        };
-        match kept {
+        match self
+            .replica
+            .store()
+            .put(scone, lineage, refused.acknowledged)
+        {
             Stored::Kept | Stored::Same => {
                 tracing::info!(me = %self.me.rpc, peer = %member.rpc, version, "took a peer's version of a session");
                 true

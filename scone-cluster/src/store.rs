@@ -93,42 +93,33 @@ impl Held {
 
 /// Whether `held` may be replaced by version `id` with `lineage`: see
 /// [`SessionStore::put`].
-fn admits(held: &Held, id: VersionId, lineage: &Lineage, rule: Rule) -> Stored {
+fn admits(
+    held: &Held,
+    id: VersionId,
+    lineage: &Lineage,
+    acknowledged: Option<VersionId>,
+) -> Stored {
     let stored = match descent(id, lineage, held.id()) {
         Descent::Same => return Stored::Same,
         Descent::Newer => return Stored::Kept,
         Descent::Older => Stored::Stale,
         Descent::Forked => Stored::Forked,
     };
-    // Another line (or an older version).
-    let replaces = match rule {
-        // A held line that does not continue the version the client was acknowledged on
-        // is an attempt the client gave up on. One that does may be acknowledged (a
-        // retry of the client's call that succeeded elsewhere): the first kept stays.
-        Rule::Acknowledged(base) => {
-            base.is_some_and(|base| descends_from(id, lineage, base) && !held.descends_from(base))
-        }
-        // This node's commit was refused for the line a peer holds: it takes that line if
-        // it continues the version the client was acknowledged on, unless it holds a
-        // later version of the peer's line already.
-        Rule::Adopt(base) => {
-            descends_from(id, lineage, base) && !descends_from(held.id(), &held.lineage, id)
-        }
-    };
+    // Another line. The version the request's client was acknowledged on decides: a
+    // held line that does not continue it is an attempt the client gave up on. When both
+    // continue it, neither was acknowledged to that client (its token would name it),
+    // and the higher (version, digest) wins, the same way on every node, so that nodes
+    // settle on one line whatever order copies come in.
+    let replaces = acknowledged.is_some_and(|base| {
+        descends_from(id, lineage, base)
+            && (!held.descends_from(base)
+                || (id.version, id.digest) > (held.id().version, held.id().digest))
+    });
     if replaces {
         Stored::Kept
     } else {
         stored
     }
-}
-
-/// How [`admits`] decides between two lines.
-#[derive(Clone, Copy)]
-enum Rule {
-    /// A copy: see [`SessionStore::put`].
-    Acknowledged(Option<VersionId>),
-    /// A peer's line this node's commit was refused for: see [`SessionStore::adopt`].
-    Adopt(VersionId),
 }
 
 #[derive(Default)]
@@ -176,25 +167,19 @@ impl SessionStore {
     ///
     /// `acknowledged` is a version the client was acknowledged on, when the copy comes
     /// from a request that named one (its routing token). A copy that descends from it
-    /// also replaces a held version of another line that does not (a fork left by an
-    /// attempt the client gave up on, which no version acknowledged to that client
-    /// descends from). Of two lines that both continue it, the one kept first stays.
+    /// also replaces a held version of another line: one that does not descend from it
+    /// (a fork left by an attempt the client gave up on), or one that does but is lower
+    /// in (version, digest) order (two attempts after the acknowledged version, neither
+    /// acknowledged to that client), so that every node settles on the same line.
+    ///
+    /// One case can drop an acknowledged version from a replica: a copy from an attempt
+    /// the client gave up on that is still on the wire after the client's retry elsewhere
+    /// was acknowledged (a primary paused mid-send), and wins the order. The primary
+    /// that acknowledged still holds it, and the session's next change puts it back on
+    /// the replica (the late line does not continue the version the client then names).
+    /// With several clients writing one session through failovers, one of two such lines
+    /// can hold another client's change.
     pub fn put(&self, scone: Scone, lineage: Lineage, acknowledged: Option<VersionId>) -> Stored {
-        self.store(scone, lineage, Rule::Acknowledged(acknowledged))
-    }
-
-    /// Keeps `scone`, a peer's version that refused this node's commit, if it continues
-    /// `acknowledged` (the version the request's client was acknowledged on), even over
-    /// another line this node holds: that line's newest version was never acknowledged
-    /// to the client (its token names `acknowledged`), and the peer's may have been. So
-    /// the client's retry is served from the peer's line. (With several clients writing
-    /// one session through failovers, the line dropped here may hold another client's
-    /// change.)
-    pub fn adopt(&self, scone: Scone, lineage: Lineage, acknowledged: VersionId) -> Stored {
-        self.store(scone, lineage, Rule::Adopt(acknowledged))
-    }
-
-    fn store(&self, scone: Scone, lineage: Lineage, rule: Rule) -> Stored {
         let now_ms = self.clock.now_ms();
         if scone.is_expired_at(now_ms) {
             return Stored::Expired;
@@ -217,7 +202,7 @@ impl SessionStore {
         let stored = if held.scone.is_expired_at(now_ms) {
             Stored::Kept
         } else {
-            admits(held, new.id(), &new.lineage, rule)
+            admits(held, new.id(), &new.lineage, acknowledged)
         };
         if stored == Stored::Kept {
             *held = new;
@@ -235,7 +220,7 @@ impl SessionStore {
         acknowledged: Option<VersionId>,
     ) -> Stored {
         match self.lock().live.get(session) {
-            Some(held) => admits(held, id, lineage, Rule::Acknowledged(acknowledged)),
+            Some(held) => admits(held, id, lineage, acknowledged),
             None => Stored::Kept,
         }
     }
@@ -432,26 +417,20 @@ mod lineage_tests {
         );
         assert_eq!(store.get_scone(&SessionId::of(&a2)).unwrap().state(), b"b3");
 
-        // Two lines that both continue v1, the version acknowledged: a copy of the other
-        // does not replace the one kept first (it may be the one acknowledged, to a retry
-        // that succeeded elsewhere)...
-        let v1_id = VersionId::of(&v1);
+        // Two lines that both continue v1, the version acknowledged: the higher (version,
+        // digest) wins, the same on every node, whichever arrives first.
+        let v1_id = Some(VersionId::of(&v1));
+        let session = SessionId::of(&a2);
         let a3 = mint(3, b"a3");
         let a3_lineage = after(&a2, &after(&v1, &root));
-        let session = SessionId::of(&a2);
+        let b3 = store.get(&session).unwrap();
+        let a3_wins = (3, VersionId::of(&a3).digest) > (3, b3.id().digest);
+        let stored = store.put(a3.clone(), a3_lineage, v1_id);
+        assert_eq!(stored == Stored::Kept, a3_wins, "{stored:?}");
+        let winner = if a3_wins { a3 } else { b3.scone().clone() };
         assert_eq!(
-            store.put(a3.clone(), a3_lineage.clone(), Some(v1_id)),
-            Stored::Forked
-        );
-        assert_eq!(store.get_scone(&session).unwrap().state(), b"b3");
-        // ...but a node whose commit a peer refused for it takes the peer's line.
-        assert_eq!(store.adopt(a3, a3_lineage, v1_id), Stored::Kept);
-        assert_eq!(store.get_scone(&session).unwrap().state(), b"a3");
-        // Never going back along its own line, though.
-        assert_eq!(
-            store.adopt(a2, after(&v1, &root), v1_id),
-            Stored::Stale,
-            "a2 is an ancestor of a3"
+            store.get_scone(&session).unwrap().encoded(),
+            winner.encoded()
         );
     }
 }
