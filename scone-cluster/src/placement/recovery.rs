@@ -4,9 +4,11 @@
 //!
 //! Each node pushes every session it holds to the first k candidates a commit would
 //! choose (members of other zones first, then an order fixed per session). A candidate
-//! that already holds the version answers at once, one that holds a newer one refuses,
-//! and one that lacks it keeps it: so after a pass, each session that a surviving node
-//! held is on that node and k others, with no record of who held what to keep in step.
+//! that already holds the version answers at once, one that holds a newer one refuses
+//! (and this node takes that version), one that holds another line is passed over for
+//! the next, and one that lacks it keeps it: so after a pass, each session that a
+//! surviving node held is on that node and k others, with no record of who held what to
+//! keep in step.
 //! A node that joins becomes a candidate like any other.
 
 use std::collections::BTreeSet;
