@@ -90,6 +90,16 @@ impl Default for ClusterConfig {
     }
 }
 
+/// What a copy does when a peer holds a line this node does not take: see
+/// `Inner::replicate`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OtherLine {
+    /// The commit is refused (`superseded`).
+    Refuse,
+    /// The next candidate gets the copy.
+    Skip,
+}
+
 /// What [`ClusterPlacement::hand_over`] or [`ClusterPlacement::rereplicate`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -327,12 +337,19 @@ impl<T: PeerTransport, M: Membership> Inner<T, M> {
     /// Copies `copy` to `wanted` of `candidates`, replacing those that fail; the
     /// client addresses of those that acknowledged. Those of `delta`'s nodes (known to
     /// hold the version before) are sent the delta first.
+    ///
+    /// A peer that refuses the copy for a newer version, or another line, makes this
+    /// node take its version if it can (read repair), and then the copy is superseded.
+    /// If it cannot: a commit (`other_line` [`OtherLine::Refuse`]) is refused all the
+    /// same, fast, so the client retries (from the node's newest version, or elsewhere);
+    /// a copy made again ([`OtherLine::Skip`]) goes to the next candidate instead.
     async fn replicate(
         &self,
         copy: &SessionCopy,
         delta: Option<(&DeltaCopy, &[SocketAddr])>,
         candidates: &[Member],
         wanted: usize,
+        other_line: OtherLine,
     ) -> Result<Vec<SocketAddr>, PlacementError> {
         let mut acknowledged = Vec::with_capacity(wanted);
         let mut next = 0;
@@ -361,7 +378,8 @@ impl<T: PeerTransport, M: Membership> Inner<T, M> {
                     }) => {
                         // This node was behind: take the peer's version, so that the
                         // next call is served from it rather than refused the same way.
-                        if self.repair_from(member, copy).await {
+                        let repaired = self.repair_from(member, copy).await;
+                        if repaired || other_line == OtherLine::Refuse {
                             return Err(PlacementError::Superseded(format!(
                                 "node {}: {refusal}",
                                 member.rpc
@@ -602,7 +620,9 @@ impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
             .map(|token| token.owners().collect())
             .unwrap_or_default();
         let delta = delta.as_ref().map(|delta| (delta, in_step.as_slice()));
-        let replicated = inner.replicate(&copy, delta, &candidates, wanted).await;
+        let replicated = inner
+            .replicate(&copy, delta, &candidates, wanted, OtherLine::Refuse)
+            .await;
         if let Err(PlacementError::Superseded(_)) = &replicated {
             bump(&inner.counters.superseded);
         }

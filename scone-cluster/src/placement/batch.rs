@@ -27,7 +27,7 @@ use tokio::sync::Notify;
 use scone::Scone;
 use scone_rpc::server::placement::{Committed, PlacementError};
 
-use super::{ClusterPlacement, Inner, Shortfall};
+use super::{ClusterPlacement, Inner, OtherLine, Shortfall};
 use crate::lineage::{Lineage, VersionId};
 use crate::membership::{Member, Membership};
 use crate::replica::SessionCopy;
@@ -216,7 +216,10 @@ async fn send<T: PeerTransport, M: Membership>(
     let again = failed.into_iter().map(|(session, copy)| async move {
         let candidates = inner.candidates(&session, None);
         let wanted = inner.config.replicas.wanted(candidates.len());
-        match inner.replicate(&copy, None, &candidates, wanted).await {
+        match inner
+            .replicate(&copy, None, &candidates, wanted, OtherLine::Skip)
+            .await
+        {
             Ok(made) if made.len() >= wanted => {}
             Err(PlacementError::Superseded(_)) => {}
             _ => {

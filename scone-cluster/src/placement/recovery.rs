@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use scone_rpc::server::placement::PlacementError;
 
-use super::{ClusterPlacement, HandOver};
+use super::{ClusterPlacement, HandOver, OtherLine};
 use crate::membership::Membership;
 use crate::replica::SessionCopy;
 use crate::session::SessionId;
@@ -105,7 +105,13 @@ impl<T: PeerTransport, M: Membership> ClusterPlacement<T, M> {
                 let candidates = inner.candidates(&session, None);
                 let wanted = inner.config.replicas.wanted(candidates.len());
                 match inner
-                    .replicate(&SessionCopy::of(&held), None, &candidates, wanted)
+                    .replicate(
+                        &SessionCopy::of(&held),
+                        None,
+                        &candidates,
+                        wanted,
+                        OtherLine::Skip,
+                    )
                     .await
                 {
                     Ok(acknowledged) => acknowledged.len() >= wanted,
