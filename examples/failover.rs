@@ -37,7 +37,6 @@ use examples::procs::{self, bounded, step, Binary, Options, Process, TempDir, LI
 use scone::{ClientId, ServiceId};
 use scone_cluster::{ClusterChannel, ClusterClientConfig};
 use scone_rpc::{CallError, RefusalKind, SconeClient};
-use tarpc::client::RpcError;
 use tarpc::context;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::ChildStderr;
@@ -307,24 +306,6 @@ struct Session {
     backwards: Vec<String>,
 }
 
-/// What a failed call was, for the summary: the refusal's code or the error's kind, and
-/// the retry advice.
-fn error_kind(error: RpcError) -> String {
-    let error = CallError::from(error);
-    let advice = error.retry_advice();
-    let what = match (&error, error.refusal()) {
-        (_, Some(kind)) => format!("refused, {}", kind.code()),
-        (CallError::Rpc(RpcError::Shutdown), _) => "connection shut down".into(),
-        (CallError::Rpc(RpcError::Send(_)), _) => "could not send".into(),
-        // What the cluster channel says when no node answered in time.
-        (CallError::Rpc(RpcError::Channel(error)), _) => format!("channel error: {error}"),
-        (CallError::Rpc(RpcError::DeadlineExceeded), _) => "deadline exceeded".into(),
-        (CallError::Rpc(RpcError::Server(_)), _) => "server error".into(),
-        (error, _) => format!("other: {error}"),
-    };
-    format!("{what} (retry advice: {advice:?})")
-}
-
 /// Runs one session from `start` until `until`: adds `u0`, `u1`, ... one of each, one
 /// call at a time, one every `pace`.
 async fn drive(
@@ -368,7 +349,7 @@ async fn drive(
                 Ok(view.served_by)
             }
             Ok(Ok(Err(error))) => Err(format!("the cart refused: {error}")),
-            Ok(Err(error)) => Err(error_kind(error)),
+            Ok(Err(error)) => Err(procs::call_error(error)),
             Err(_) => Err(format!(
                 "no answer within {CALL_LIMIT:?} (the demo's bound)"
             )),

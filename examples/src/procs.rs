@@ -329,3 +329,23 @@ pub fn check(name: &str, ok: bool, detail: impl std::fmt::Display) -> anyhow::Re
     println!("   ok: {name}");
     Ok(())
 }
+
+/// What a failed call was, for a demo's summary: the refusal's code or the error's kind,
+/// and the retry advice.
+pub fn call_error(error: tarpc::client::RpcError) -> String {
+    use scone_rpc::CallError;
+    use tarpc::client::RpcError;
+    let error = CallError::from(error);
+    let advice = error.retry_advice();
+    let what = match (&error, error.refusal()) {
+        (_, Some(kind)) => format!("refused, {}", kind.code()),
+        (CallError::Rpc(RpcError::Shutdown), _) => "connection shut down".into(),
+        (CallError::Rpc(RpcError::Send(_)), _) => "could not send".into(),
+        // What the cluster channel says when no node answered in time.
+        (CallError::Rpc(RpcError::Channel(error)), _) => format!("channel error: {error}"),
+        (CallError::Rpc(RpcError::DeadlineExceeded), _) => "deadline exceeded".into(),
+        (CallError::Rpc(RpcError::Server(_)), _) => "server error".into(),
+        (error, _) => format!("other: {error}"),
+    };
+    format!("{what} (retry advice: {advice:?})")
+}

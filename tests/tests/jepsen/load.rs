@@ -14,8 +14,7 @@ use examples::cart::{CartClient, CartState};
 use examples::procs;
 use scone::{ClientId, ServiceId};
 use scone_cluster::{ClusterChannel, ClusterClientConfig};
-use scone_rpc::{CallError, SconeClient};
-use tarpc::client::RpcError;
+use scone_rpc::SconeClient;
 use tarpc::context;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -43,21 +42,8 @@ pub(crate) struct Status {
 /// Every session's [`Status`], by index.
 pub(crate) type Board = Arc<Mutex<Vec<Status>>>;
 
-/// What a failed call was: the refusal's code or the error's kind, and the retry advice.
-pub(crate) fn error_kind(error: RpcError) -> String {
-    let error = CallError::from(error);
-    let advice = error.retry_advice();
-    let what = match (&error, error.refusal()) {
-        (_, Some(kind)) => format!("refused, {}", kind.code()),
-        (CallError::Rpc(RpcError::Shutdown), _) => "connection shut down".into(),
-        (CallError::Rpc(RpcError::Send(_)), _) => "could not send".into(),
-        (CallError::Rpc(RpcError::Channel(error)), _) => format!("channel error: {error}"),
-        (CallError::Rpc(RpcError::DeadlineExceeded), _) => "deadline exceeded".into(),
-        (CallError::Rpc(RpcError::Server(_)), _) => "server error".into(),
-        (error, _) => format!("other: {error}"),
-    };
-    format!("{what} (retry advice: {advice:?})")
-}
+/// What a failed call was, for the report.
+pub(crate) use examples::procs::call_error as error_kind;
 
 /// Counts of the whole load, for the per-round lines.
 #[derive(Default)]
