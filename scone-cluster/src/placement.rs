@@ -254,6 +254,7 @@ impl<T: PeerTransport, M: Membership> ClusterPlacement<T, M> {
         stats.recopy_passes = own.recopy_passes;
         stats.recopy_short = own.recopy_short;
         stats.too_late = own.too_late;
+        stats.confirmed_reads = own.confirmed_reads;
         stats
     }
 }
@@ -285,15 +286,27 @@ impl<T: PeerTransport, M: Membership> Inner<T, M> {
         wanted: usize,
     ) -> Committed {
         bump(&self.counters.commits);
-        let token = RoutingToken {
-            session: SessionId::of(minted),
+        let token = self.token(minted, id, secondaries, wanted);
+        Committed::held(token.encode(), self.config.reply_carries_scone)
+    }
+
+    /// The routing token of version `id` of `scone`'s session: this node as primary,
+    /// `secondaries` holding copies.
+    fn token(
+        &self,
+        scone: &Scone,
+        id: VersionId,
+        secondaries: Vec<SocketAddr>,
+        wanted: usize,
+    ) -> RoutingToken {
+        RoutingToken {
+            session: SessionId::of(scone),
             version: id.version,
             digest: id.digest,
             primary: self.me.rpc,
             secondaries,
             required: u16::try_from(wanted).unwrap_or(u16::MAX),
-        };
-        Committed::held(token.encode(), self.config.reply_carries_scone)
+        }
     }
 
     /// The lineage of a SCONE minted from `previous`: its version, then the versions it
@@ -637,6 +650,68 @@ impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
         // Kept here last: a refused commit leaves this node as it was.
         inner.keep_minted(minted, lineage, acknowledged)?;
         Ok(inner.committed(minted, minted_id, secondaries, wanted))
+    }
+
+    /// A read served from the version its token names needs nothing: that version was
+    /// committed before the client was acknowledged. A read served from a later one (a
+    /// change the client has not seen, committed for another request, or left on this
+    /// node by a commit that was refused) first has that version copied to k peers, as a
+    /// commit would, so that no reply shows a change the cluster could drop for another
+    /// line afterwards; the reply's token then names it.
+    async fn confirm_read(
+        &self,
+        read: &Scone,
+        token: &[u8],
+        deadline: std::time::Instant,
+    ) -> Result<Option<Box<[u8]>>, PlacementError> {
+        let inner = &*self.inner;
+        let token = RoutingToken::decode(token)
+            .map_err(|error| PlacementError::BadToken(error.to_string()))?;
+        let read_id = VersionId::of(read);
+        if read_id == token.version_id() {
+            return Ok(None);
+        }
+        if std::time::Instant::now() >= deadline {
+            bump(&inner.counters.too_late);
+            return Err(PlacementError::Busy(
+                "the request's deadline passed before the version it read was copied".into(),
+            ));
+        }
+        let session = SessionId::of(read);
+        let Some(held) = inner
+            .replica
+            .store()
+            .get(&session)
+            .filter(|held| held.id() == read_id)
+        else {
+            bump(&inner.counters.superseded);
+            return Err(PlacementError::Superseded(
+                "this node no longer holds the version the request read".into(),
+            ));
+        };
+        let copy = SessionCopy {
+            acknowledged: Some(token.version_id()),
+            ..SessionCopy::of(&held)
+        };
+        let candidates = inner.candidates(&session, Some(&token));
+        let wanted = inner.config.replicas.wanted(candidates.len());
+        let replicated = inner
+            .replicate(&copy, None, &candidates, wanted, OtherLine::Refuse)
+            .await;
+        if let Err(PlacementError::Superseded(_)) = &replicated {
+            bump(&inner.counters.superseded);
+        }
+        let secondaries = replicated?;
+        if secondaries.len() < wanted && inner.config.shortfall == Shortfall::Refuse {
+            bump(&inner.counters.not_replicated);
+            return Err(PlacementError::NotReplicated {
+                acknowledged: secondaries.len(),
+                required: wanted,
+            });
+        }
+        bump(&inner.counters.confirmed_reads);
+        let token = inner.token(read, read_id, secondaries, wanted);
+        Ok(Some(token.encode()))
     }
 
     /// Deltas, when this node's replica applies them (and so its peers', which run the

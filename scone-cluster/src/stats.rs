@@ -79,6 +79,9 @@ counters! {
     busy,
     /// Changes dropped at commit because their request's deadline had passed.
     too_late,
+    /// Reads served from a version their client was not acknowledged (a later one),
+    /// copied to k peers before the reply, as a commit would be.
+    confirmed_reads,
     /// Copies from peers this node kept.
     copies_kept,
     /// Copies from peers this node refused (forged, stale, expired, or full).

@@ -496,6 +496,143 @@ async fn a_later_version_of_another_line_neither_replaces_nor_serves_the_acknowl
     stop_all(nodes).await;
 }
 
+/// Version 2 of `session` made from `v1` with `items`, signed by `key` and never committed:
+/// what a commit refused after one peer took its copy leaves there.
+fn uncommitted_v2(
+    key: &SigningKey,
+    session: &scone_cluster::SessionId,
+    v1: &scone_cluster::Held,
+    items: &[&str],
+) -> (scone::Scone, SessionCopy) {
+    let mut cart = cart::CartState::default();
+    for item in items {
+        cart.items.insert((*item).into(), 1);
+    }
+    let scone = Minter::new(key.clone())
+        .mint(
+            Draft::new(cart::service_id().unwrap(), session.endpoint)
+                .with_version(2)
+                .with_state(postcard::to_allocvec(&cart).unwrap())
+                .with_state_format(scone::StateFormat::Postcard),
+        )
+        .unwrap();
+    let copy = SessionCopy {
+        scone: scone.encoded().to_vec(),
+        lineage: Lineage::after(v1.id(), v1.lineage()),
+        acknowledged: None,
+    };
+    (scone, copy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_of_a_change_no_commit_kept_makes_it_durable_before_the_reply() {
+    let key = SigningKey::generate().unwrap();
+    let nodes = cluster(3, &key, ClusterConfig::default()).await;
+    let mut client = TokenClient::new();
+    client.add(nodes[0].member.rpc, "apple", 1).await.unwrap();
+    let token = client.routing();
+    let session = token.session.clone();
+    let v1 = nodes[0].replica.store().get(&session).unwrap();
+    let outsider = outsider(&nodes, &token);
+    // Version 2 on the outsider only, as a refused commit leaves it.
+    let (v2, copy) = uncommitted_v2(&key, &session, &v1, &["apple", "unconfirmed"]);
+    let transport = TcpTransport::new(std::time::Duration::from_secs(2));
+    bounded(transport.replicate(outsider.member.peer, copy))
+        .await
+        .unwrap();
+
+    // The outsider serves it for the client's token (a later version of its line)...
+    let view = client.view(outsider.member.rpc).await.unwrap();
+    assert_eq!(items(&view), [("apple", 1), ("unconfirmed", 1)]);
+    // ...having first copied it to a peer, as a commit would: the reply's token names
+    // it, and every node the token names holds it.
+    let after = client.routing();
+    assert_eq!(
+        after.version_id(),
+        VersionId::of(&v2),
+        "the reply names what it showed"
+    );
+    assert_eq!(after.primary, outsider.member.rpc);
+    assert_eq!(after.secondaries.len(), 1);
+    for owner in after.owners() {
+        let node = nodes.iter().find(|node| node.member.rpc == owner).unwrap();
+        let held = node.replica.store().get(&session).map(|held| held.id());
+        assert_eq!(held, Some(VersionId::of(&v2)), "{owner}");
+    }
+    assert_eq!(outsider.placement.stats().confirmed_reads, 1);
+    // A read of the version the token names needs no copy.
+    client.view(outsider.member.rpc).await.unwrap();
+    assert_eq!(outsider.placement.stats().confirmed_reads, 1);
+    stop_all(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_never_shows_a_change_that_another_line_replaces() {
+    let key = SigningKey::generate().unwrap();
+    let nodes = cluster(3, &key, ClusterConfig::default()).await;
+    let mut client = TokenClient::new();
+    client.add(nodes[0].member.rpc, "apple", 1).await.unwrap();
+    let token = client.routing();
+    let session = token.session.clone();
+    let v1 = nodes[0].replica.store().get(&session).unwrap();
+    let outsider = outsider(&nodes, &token);
+
+    // Another client of the session, from the same version 1, commits version 2 on the
+    // primary and the secondary.
+    let mut other = TokenClient::new();
+    other.token = client.token.clone();
+    other.add(nodes[0].member.rpc, "pear", 1).await.unwrap();
+    let committed = other.routing().version_id();
+    // And a refused commit's version 2, of another line from version 1, is left on the
+    // outsider: one that loses the order to the committed one (the order is by digest).
+    let (refused, copy) = (0..64)
+        .map(|n| {
+            let attempt = format!("refused-{n}");
+            uncommitted_v2(&key, &session, &v1, &["apple", attempt.as_str()])
+        })
+        .find(|(scone, _)| VersionId::of(scone).digest < committed.digest)
+        .expect("one of 64 digests is lower");
+    let transport = TcpTransport::new(std::time::Duration::from_secs(2));
+    bounded(transport.replicate(outsider.member.peer, copy))
+        .await
+        .unwrap();
+    let refused_item = {
+        let state: cart::CartState = postcard::from_bytes(refused.state()).unwrap();
+        state
+            .items
+            .keys()
+            .find(|item| *item != "apple")
+            .unwrap()
+            .clone()
+    };
+
+    // The first client reads at the outsider, with its token of version 1: no reply may
+    // show the refused change, since the committed line replaces it everywhere.
+    let mut shown = Vec::new();
+    for _ in 0..3 {
+        match client.view(outsider.member.rpc).await {
+            Ok(view) => {
+                assert!(
+                    !view.items.contains_key(&refused_item),
+                    "a read showed {refused_item}, a change no commit kept: {:?}",
+                    items(&view)
+                );
+                shown.push(view);
+            }
+            Err(refusal) => assert_eq!(refusal.kind, RefusalKind::Superseded, "{refusal:?}"),
+        }
+    }
+    let last = shown
+        .last()
+        .expect("a read went through once the outsider caught up");
+    assert_eq!(items(last), [("apple", 1), ("pear", 1)]);
+    assert_eq!(
+        outsider.replica.store().get(&session).map(|held| held.id()),
+        Some(committed)
+    );
+    stop_all(nodes).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_cluster_secret_only_peers_that_hold_it_get_through() {
     let key = SigningKey::generate().unwrap();

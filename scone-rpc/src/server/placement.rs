@@ -18,6 +18,9 @@
 //!   It answers with the token the reply carries, and whether the reply also carries the
 //!   SCONE. An error refuses the call instead: the client is never told a change was
 //!   made that the placement did not keep.
+//! - [`confirm_read`](Placement::confirm_read): a request whose state was loaded and
+//!   that minted nothing (a read) goes through it before the reply leaves, so that no
+//!   reply shows a state the placement could lose.
 //!
 //! [`ClientHeld`], the default, does nothing at either point: the client holds its
 //! SCONEs, and the pipeline costs what it did before this seam existed (both points are
@@ -70,6 +73,24 @@ pub trait Placement: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), PlacementError>> + Send {
         let _ = (ended, token);
         ready(Ok(()))
+    }
+
+    /// A request whose state [`load`](Self::load) gave (`read`, for routing token
+    /// `token`) and that minted nothing: a read. Before its reply leaves, the placement
+    /// makes sure that what the reply shows is kept as durably as a commit keeps a
+    /// change, if it could be less: a placement that may load a version its client was
+    /// never acknowledged (one a refused commit left on a replica, say) must, or a read
+    /// could show a change that is lost afterwards. It may answer with the token the
+    /// reply carries (naming the version read); an error refuses the call. The default
+    /// does nothing.
+    fn confirm_read(
+        &self,
+        read: &Scone,
+        token: &[u8],
+        deadline: std::time::Instant,
+    ) -> impl Future<Output = Result<Option<Box<[u8]>>, PlacementError>> + Send {
+        let _ = (read, token, deadline);
+        ready(Ok(None))
     }
 
     /// Whether [`commit`](Self::commit) wants each change's delta ([`Commit::delta`]).

@@ -512,6 +512,8 @@ where
         async move {
             match admitted {
                 Ok((mut scope, inner_request)) => {
+                    let loads =
+                        token.is_some() && scope.incoming().get(&self.shared.service).is_none();
                     // Held until the reply is made (or the request is dropped).
                     let _lease = match &token {
                         Some(token) => {
@@ -522,7 +524,7 @@ where
                         }
                         None => None,
                     };
-                    self.run(ctx, scope, inner_request, token).await
+                    self.run(ctx, scope, inner_request, token, loads).await
                 }
                 Err(refusal) => Ok(refusal),
             }
@@ -538,13 +540,15 @@ where
     S::Resp: Serialize,
 {
     /// Runs the handler in `scope`, mints what it changed, and commits that to the
-    /// placement.
+    /// placement (or, when it changed nothing of a state the placement `loaded`, has the
+    /// placement confirm what it read).
     async fn run(
         self,
         ctx: tarpc::context::Context,
         scope: SconeContext,
         inner_request: S::Req,
         token: Option<Box<[u8]>>,
+        loaded: bool,
     ) -> Result<ResponseEnvelope, ServerError> {
         let shared = &self.shared;
         let (response, scope) =
@@ -618,6 +622,18 @@ where
                     Err(refusal) => return Ok(refusal),
                 }
                 minted_ours = true;
+            } else if let (true, Some(read), Some(token)) = (loaded, previous, token.as_deref()) {
+                match shared
+                    .placement
+                    .confirm_read(read, token, ctx.deadline)
+                    .await
+                {
+                    Ok(confirmed) => reply_token = confirmed.or(reply_token),
+                    Err(error) => {
+                        tracing::warn!(service = %shared.service, %error, "the placement refused a read");
+                        return Ok(shared.refuse_placement(&error));
+                    }
+                }
             }
         }
         // Back-ends' SCONEs pass through; a fresh one of ours supersedes any forwarded.
