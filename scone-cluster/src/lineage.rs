@@ -40,6 +40,17 @@ impl VersionId {
     }
 }
 
+/// `7:3fa0c2d1`: the number, and the digest's first four bytes (enough to tell two
+/// lines apart in a log).
+impl std::fmt::Display for VersionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:", self.version)?;
+        self.digest[..4]
+            .iter()
+            .try_for_each(|byte| write!(f, "{byte:02x}"))
+    }
+}
+
 /// The versions a SCONE descends from, its parent first, at most [`LINEAGE_DEPTH`] of
 /// them. Empty for a new session, or when the parent's is not known.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -400,10 +400,10 @@ impl<T: PeerTransport, M: Membership> Inner<T, M> {
                         }
                         // The peer holds a line this node does not take: it cannot hold
                         // this copy, so another candidate does.
-                        tracing::warn!(me = %self.me.rpc, peer = %member.rpc, %refusal, "a peer holds another line of a session");
+                        tracing::warn!(me = %self.me.rpc, peer = %member.rpc, copy = %copy.describe(), %refusal, "a peer holds another line of a session");
                     }
                     Err(error) => {
-                        tracing::warn!(me = %self.me.rpc, %error, "a peer did not take a copy");
+                        tracing::warn!(me = %self.me.rpc, copy = %copy.describe(), %error, "a peer did not take a copy");
                     }
                 }
             }
@@ -462,7 +462,7 @@ impl<T: PeerTransport, M: Membership> Inner<T, M> {
         let Some(newer) = newer else {
             return false;
         };
-        let version = newer.scone().version();
+        let version = newer.id();
         let (scone, lineage) = newer.into_parts();
         match self
             .replica
@@ -470,11 +470,11 @@ impl<T: PeerTransport, M: Membership> Inner<T, M> {
             .put(scone, lineage, refused.acknowledged)
         {
             Stored::Kept | Stored::Same => {
-                tracing::info!(me = %self.me.rpc, peer = %member.rpc, version, "took a peer's version of a session");
+                tracing::info!(me = %self.me.rpc, peer = %member.rpc, %session, %version, "took a peer's version of a session");
                 true
             }
             refusal => {
-                tracing::debug!(me = %self.me.rpc, peer = %member.rpc, version, ?refusal, "kept this node's version of a session over a peer's");
+                tracing::info!(me = %self.me.rpc, peer = %member.rpc, %session, %version, ?refusal, "kept this node's version of a session over a peer's");
                 false
             }
         }
@@ -559,11 +559,12 @@ impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
         let served = |held: &Held| token.is_served_by(held.id(), held.lineage());
         let mut found = inner.fetch_newest(&owners, session, served).await;
         if found.is_none() {
-            tracing::debug!(me = %inner.me.rpc, "the owners do not have the session: asking every member");
+            tracing::debug!(me = %inner.me.rpc, %session, "the owners do not have the session: asking every member");
             found = inner.fetch_newest(&rest, session, served).await;
         }
         let Some((scone, lineage)) = found.map(Held::into_parts) else {
             bump(&inner.counters.unavailable);
+            tracing::info!(me = %inner.me.rpc, %session, token = %token.version_id(), "no live node holds the session's version");
             return Err(PlacementError::Unavailable(format!(
                 "no live node holds version {} of the session",
                 token.version
@@ -576,7 +577,7 @@ impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
             .replica
             .keep(scone.clone(), lineage, Some(token.version_id()));
         bump(&inner.counters.takeovers);
-        tracing::debug!(me = %inner.me.rpc, version = scone.version(), "fetched a session from a peer");
+        tracing::debug!(me = %inner.me.rpc, %session, version = scone.version(), "fetched a session from a peer");
         Ok((Some(scone), lease))
     }
 

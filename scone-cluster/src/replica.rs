@@ -93,6 +93,14 @@ impl SessionCopy {
         }
     }
 
+    /// The session and version its SCONE names, unverified: for logs.
+    pub(crate) fn describe(&self) -> String {
+        match scone::Scone::decode(self.scone.clone()) {
+            Ok(scone) => format!("{} {}", SessionId::of(&scone), VersionId::of(&scone)),
+            Err(_) => "an undecodable copy".into(),
+        }
+    }
+
     /// A copy of what a node holds.
     pub fn of(held: &Held) -> Self {
         Self {

@@ -29,6 +29,13 @@ impl SessionId {
     }
 }
 
+/// `cart/<endpoint>/<object>`, as logs name a session.
+impl std::fmt::Display for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.service, self.endpoint, self.object)
+    }
+}
+
 /// What a reply tells the client instead of handing it the state (the envelope's
 /// `token`): which session, which version, and which nodes hold it (seed 003's token:
 /// the primary that served it and the secondaries that acknowledged a copy).

@@ -66,6 +66,37 @@ pub(crate) async fn check(
     nodes: &[Node],
     replicas: usize,
 ) {
+    if let Ok(dir) = std::env::var("JEPSEN_LOG_DIR") {
+        // The nodes' logs carry wall-clock times; the histories, times since the start.
+        let started = sessions.first().map(|s| {
+            let since = s.names.t0.elapsed();
+            let at = std::time::SystemTime::now() - since;
+            let since_epoch = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            format!(
+                "t=0 is {:.3} s since the Unix epoch\n",
+                since_epoch.as_secs_f64()
+            )
+        });
+        let histories: Vec<String> = sessions
+            .iter()
+            .map(|s| {
+                let session = load
+                    .channel
+                    .token(s.id, &load.service)
+                    .map_or("no token".into(), |token| token.session.to_string());
+                format!(
+                    "session {} ({session}):\n  {}\n",
+                    s.index,
+                    s.history.join("\n  ")
+                )
+            })
+            .collect();
+        let path = std::path::Path::new(&dir).join("sessions.log");
+        let text = started.unwrap_or_default() + &histories.concat();
+        if let Err(error) = std::fs::write(&path, text) {
+            println!("   could not write {}: {error}", path.display());
+        }
+    }
     let calls: usize = sessions.iter().map(|s| s.calls).sum();
     let acknowledged: usize = sessions.iter().map(|s| s.acked.len()).sum();
     let mut findings = Findings::default();

@@ -5,6 +5,7 @@
 //! (membership, the nodes' own counts).
 
 use std::collections::VecDeque;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitStatus;
@@ -154,6 +155,22 @@ pub(crate) struct Node {
     pub(crate) log: SharedLog,
 }
 
+/// `JEPSEN_LOG_DIR/<name>.log`, opened to append, when `JEPSEN_LOG_DIR` is set: every line
+/// of every incarnation of the node, not just the last ones the failure report shows.
+fn log_file(name: &str) -> anyhow::Result<Option<std::fs::File>> {
+    let Ok(dir) = std::env::var("JEPSEN_LOG_DIR") else {
+        return Ok(None);
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("JEPSEN_LOG_DIR={dir:?}"))?;
+    let path = std::path::Path::new(&dir).join(format!("{name}.log"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    Ok(Some(file))
+}
+
 impl Node {
     pub(crate) fn name(&self) -> String {
         format!("node-{}", self.number)
@@ -166,7 +183,7 @@ impl Node {
         let mut last_error = None;
         for attempt in 1..=START_ATTEMPTS {
             let options = Options {
-                rust_log: NODE_LOG.into(),
+                rust_log: std::env::var("JEPSEN_NODE_LOG").unwrap_or_else(|_| NODE_LOG.into()),
                 // The last try shows its standard error as it is, to say why it fails.
                 capture_stderr: attempt < START_ATTEMPTS,
             };
@@ -195,9 +212,14 @@ impl Node {
             if let Some(stderr) = process.take_stderr() {
                 let log = Arc::clone(&self.log);
                 let tag = format!("{name}#{}", self.incarnations);
+                let mut file = log_file(&name)?;
                 tokio::spawn(async move {
                     let mut lines = BufReader::new(stderr).lines();
                     while let Ok(Some(line)) = lines.next_line().await {
+                        if let Some(file) = &mut file {
+                            // A lost line of a debugging aid is not worth failing for.
+                            let _ = writeln!(file, "[{tag}] {line}");
+                        }
                         let mut log = lock(&log);
                         if log.lines.len() == LOG_KEEP {
                             log.lines.pop_front();

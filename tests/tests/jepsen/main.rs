@@ -55,6 +55,10 @@
 //! A round after which the cluster does not recover within 20 s ends the faults; the
 //! checker still runs and says what the cluster kept.
 //!
+//! **Logs.** `JEPSEN_NODE_LOG` sets the nodes' `RUST_LOG` (default: warnings and the
+//! cluster's notes); `JEPSEN_LOG_DIR=DIR` also writes each node's whole log to
+//! `DIR/node-N.log`, to follow one session through a run.
+//!
 //! **Binary.** It builds the `cart-server` example with the cargo that runs the test
 //! (`examples::procs::build_for_test`); `JEPSEN_CART_SERVER=PATH` runs that binary
 //! instead.
