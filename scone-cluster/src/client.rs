@@ -28,6 +28,11 @@
 //! runs again on the next node, from the newer version the primary replicated: calls
 //! are delivered at least once across a failover, so make the ones that may be retried
 //! idempotent where it matters.
+//!
+//! Every attempt is numbered in the token it carries ([`RoutingToken::attempt`]): a node
+//! that runs an attempt the client gave up on (it was paused with the request in its
+//! socket, say) cannot make its change replace the one a later attempt was acknowledged
+//! with.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -79,6 +84,9 @@ struct State {
     channels: HashMap<SocketAddr, SconeChannel>,
     /// Each session's newest token, by the client and service that called.
     tokens: HashMap<(ClientId, ServiceId), Box<[u8]>>,
+    /// How many requests each session sent with its newest token: the next attempt's
+    /// number (see `RoutingToken::attempt`).
+    attempts: HashMap<(ClientId, ServiceId), u32>,
     /// Round robin over the nodes for calls without a token.
     next: usize,
 }
@@ -154,9 +162,26 @@ impl Inner {
                 }
             }
         }
-        state
-            .tokens
-            .insert((request.client, request.service.clone()), token.into());
+        let key = (request.client, request.service.clone());
+        state.attempts.remove(&key);
+        state.tokens.insert(key, token.into());
+    }
+
+    /// `token` numbered as the next attempt of `request`'s session: a node that ran an
+    /// earlier attempt late (say it was paused with the request in its socket) cannot
+    /// replace what a later one made (`SessionStore::put`).
+    fn stamp(&self, request: &RequestEnvelope, token: &[u8]) -> Box<[u8]> {
+        let Ok(mut decoded) = RoutingToken::decode(token) else {
+            return token.into();
+        };
+        let mut state = self.lock();
+        let next = state
+            .attempts
+            .entry((request.client, request.service.clone()))
+            .or_default();
+        decoded.attempt = *next;
+        *next = next.saturating_add(1);
+        decoded.encode()
     }
 
     fn forget_channel(&self, node: SocketAddr) {
@@ -231,8 +256,8 @@ impl Stub for ClusterChannel {
     ) -> Result<ResponseEnvelope, RpcError> {
         let inner = &*self.inner;
         let (order, token) = inner.plan(&request);
-        request.token = token;
         for node in order {
+            request.token = token.as_deref().map(|token| inner.stamp(&request, token));
             if let Some(answer) = inner.attempt(node, ctx, request.clone()).await {
                 let reply = answer?;
                 if let Some(token) = &reply.token {

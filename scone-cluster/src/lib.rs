@@ -46,11 +46,22 @@
 //!   state, a stale node that comes back cannot overwrite newer state, and a line forked
 //!   by an attempt the client gave up on cannot replace the acknowledged one (as long as
 //!   it forked within the last [`lineage::LINEAGE_DEPTH`] versions; the lineage is
-//!   metadata peers send, not signed: peers are trusted to send it honestly); a node that served a request from an old version finds out
-//!   at commit (a peer, or itself, holds newer) and the call is refused (`superseded`), and the node takes the newer version so the next call is served from it.
+//!   metadata peers send, not signed: peers are trusted to send it honestly). Of two
+//!   lines made from one acknowledged version, the one the client's later request made
+//!   wins ([`Ballot`]: the client numbers its attempts in the token), so a node that
+//!   ran an attempt late (paused with the request in its socket) cannot replace what the
+//!   client's retry was acknowledged on. A node that served a request from an old
+//!   version finds out at commit (a peer, or itself, holds newer) and the call is
+//!   refused (`superseded`), and the node takes the newer version so the next call is
+//!   served from it.
 //! - **Failover**: a node that gets a token for a session it does not hold (or holds
 //!   older) fetches it from the owners the token names, then from every member, and
 //!   serves as the new primary, copying the next version to new secondaries.
+//! - **Reads show only what is kept**: a read served from a later version than the one
+//!   its token names (another request's change, or one a refused commit left on this
+//!   node) first copies that version to k peers, as a commit would
+//!   ([`Placement::confirm_read`](scone_rpc::server::placement::Placement::confirm_read)),
+//!   so no reply shows a change the cluster may drop for another line afterwards.
 //!
 //! **Clients** reach the cluster through a [`ClusterChannel`] under a thin
 //! `SconeClient`: it keeps each session's token, calls the primary, and fails over to
@@ -118,7 +129,7 @@ pub mod store;
 pub mod transport;
 
 pub use crate::client::{ClusterChannel, ClusterClientConfig};
-pub use crate::lineage::{Lineage, VersionId};
+pub use crate::lineage::{Ballot, Lineage, VersionId};
 pub use crate::locks::SessionLease;
 pub use crate::membership::gossip::{GossipConfig, GossipError, GossipMembership};
 pub use crate::membership::{Member, Membership, StaticMembership};

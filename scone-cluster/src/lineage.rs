@@ -40,6 +40,31 @@ impl VersionId {
     }
 }
 
+/// The request that made a version (or vouches for it): the version its client had been
+/// acknowledged on (the routing token's), and how many requests the client had sent from
+/// that token before ([`RoutingToken::attempt`](crate::RoutingToken::attempt)).
+///
+/// A client's ballots only grow: its token moves to newer versions, and each request it
+/// sends from one token is numbered after the last. So of two lines made from one
+/// acknowledged version, the one the client's later request made wins, whichever copy
+/// arrives first: a copy made by an attempt the client gave up on (a node paused with the
+/// request in its socket, say, that ran it on waking) never replaces the version the
+/// client's retry was acknowledged on. See [`SessionStore::put`](crate::SessionStore::put).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Ballot {
+    /// The version the client had been acknowledged on.
+    pub acknowledged: VersionId,
+    /// How many requests the client had sent from that version's token before.
+    pub attempt: u32,
+}
+
+impl Ballot {
+    /// Its place in the client's order of requests.
+    pub fn rank(&self) -> (u64, u32) {
+        (self.acknowledged.version, self.attempt)
+    }
+}
+
 /// `7:3fa0c2d1`: the number, and the digest's first four bytes (enough to tell two
 /// lines apart in a log).
 impl std::fmt::Display for VersionId {

@@ -15,7 +15,7 @@ use futures::future::join_all;
 use scone::{Scone, ServiceId};
 use scone_rpc::server::placement::{Commit, Committed, Placement, PlacementError};
 
-use crate::lineage::{Lineage, VersionId};
+use crate::lineage::{Ballot, Lineage, VersionId};
 use crate::locks::{SessionLease, SessionLocks};
 use crate::membership::{Member, Membership};
 use crate::replica::{DeltaCopy, Replica, ReplicaRefusal, SessionCopy};
@@ -265,9 +265,9 @@ impl<T: PeerTransport, M: Membership> Inner<T, M> {
         &self,
         minted: &Scone,
         lineage: Lineage,
-        acknowledged: Option<VersionId>,
+        ballot: Option<Ballot>,
     ) -> Result<(), PlacementError> {
-        match self.replica.keep(minted.clone(), lineage, acknowledged) {
+        match self.replica.keep(minted.clone(), lineage, ballot) {
             Ok(()) => Ok(()),
             Err(ReplicaRefusal::Full) => Err(PlacementError::Full(format!("node {}", self.me.rpc))),
             Err(refusal) => {
@@ -306,6 +306,7 @@ impl<T: PeerTransport, M: Membership> Inner<T, M> {
             primary: self.me.rpc,
             secondaries,
             required: u16::try_from(wanted).unwrap_or(u16::MAX),
+            attempt: 0,
         }
     }
 
@@ -463,12 +464,11 @@ impl<T: PeerTransport, M: Membership> Inner<T, M> {
             return false;
         };
         let version = newer.id();
+        // The request that made the peer's version decides against this node's line
+        // (the refused copy's, when the peer does not know it).
+        let ballot = newer.ballot().or(refused.ballot);
         let (scone, lineage) = newer.into_parts();
-        match self
-            .replica
-            .store()
-            .put(scone, lineage, refused.acknowledged)
-        {
+        match self.replica.store().put(scone, lineage, ballot) {
             Stored::Kept | Stored::Same => {
                 tracing::info!(me = %self.me.rpc, peer = %member.rpc, %session, %version, "took a peer's version of a session");
                 true
@@ -503,10 +503,10 @@ impl<T: PeerTransport, M: Membership> Inner<T, M> {
             })
             .filter_map(|copy| {
                 let scone = self.replica.verified(copy.scone)?;
-                let lineage = copy.lineage;
+                let (lineage, ballot) = (copy.lineage, copy.ballot);
                 lineage
                     .is_valid_for(scone.version())
-                    .then(|| Held::new(scone, lineage))
+                    .then(|| Held::new(scone, lineage).with_ballot(ballot))
             })
             .filter(|held| &SessionId::of(held.scone()) == session && wanted(held))
             .max_by_key(|held| held.scone().version())
@@ -575,7 +575,7 @@ impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
         // commit finds out.
         let _ = inner
             .replica
-            .keep(scone.clone(), lineage, Some(token.version_id()));
+            .keep(scone.clone(), lineage, Some(token.ballot()));
         bump(&inner.counters.takeovers);
         tracing::debug!(me = %inner.me.rpc, %session, version = scone.version(), "fetched a session from a peer");
         Ok((Some(scone), lease))
@@ -589,11 +589,11 @@ impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
             .token
             .and_then(|bytes| RoutingToken::decode(bytes).ok())
             .filter(|token| token.session == session);
-        let acknowledged = token_in.as_ref().map(RoutingToken::version_id);
+        let ballot = token_in.as_ref().map(RoutingToken::ballot);
         let lineage = inner.lineage_after(&session, commit.previous);
         let store = inner.replica.store();
         let minted_id = VersionId::of(minted);
-        match store.admits(&session, minted_id, &lineage, acknowledged) {
+        match store.admits(&session, minted_id, &lineage, ballot) {
             Stored::Kept => {}
             _ => {
                 bump(&inner.counters.superseded);
@@ -615,20 +615,22 @@ impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
         let candidates = inner.candidates(&session, token_in.as_ref());
         let wanted = inner.config.replicas.wanted(candidates.len());
         if inner.config.batching.is_some() {
-            let made = (minted, minted_id, lineage, acknowledged);
+            let made = (minted, minted_id, lineage, ballot);
             return self.commit_batched(made, candidates, wanted);
         }
         let copy = SessionCopy {
             scone: minted.encoded().to_vec(),
             lineage: lineage.clone(),
-            acknowledged,
+            ballot,
         };
         // The token's owners held the version this one was made from: they get a delta.
         let delta = commit
             .delta
             .zip(commit.previous)
             .filter(|_| inner.replica.applies_deltas() && !minted.is_sealed())
-            .map(|(delta, previous)| DeltaCopy::new(minted, VersionId::of(previous), delta));
+            .map(|(delta, previous)| {
+                DeltaCopy::new(minted, VersionId::of(previous), delta, ballot)
+            });
         let in_step: Vec<SocketAddr> = token_in
             .as_ref()
             .map(|token| token.owners().collect())
@@ -649,7 +651,7 @@ impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
             });
         }
         // Kept here last: a refused commit leaves this node as it was.
-        inner.keep_minted(minted, lineage, acknowledged)?;
+        inner.keep_minted(minted, lineage, ballot)?;
         Ok(inner.committed(minted, minted_id, secondaries, wanted))
     }
 
@@ -690,8 +692,13 @@ impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
                 "this node no longer holds the version the request read".into(),
             ));
         };
+        // Vouched for by this request, or by the one that made it if that came later.
+        let ballot = [held.ballot(), Some(token.ballot())]
+            .into_iter()
+            .flatten()
+            .max_by_key(Ballot::rank);
         let copy = SessionCopy {
-            acknowledged: Some(token.version_id()),
+            ballot,
             ..SessionCopy::of(&held)
         };
         let candidates = inner.candidates(&session, Some(&token));

@@ -7,7 +7,7 @@ use scone::{KeyRing, Scone, VerifiedRoots, Verifier, VerifierConfig};
 use scone_rpc::state::DeltaApplier;
 use serde::{Deserialize, Serialize};
 
-use crate::lineage::{Lineage, VersionId};
+use crate::lineage::{Ballot, Lineage, VersionId};
 use crate::session::SessionId;
 use crate::stats::{bump, Counters};
 use crate::store::{Held, SessionStore, Stored};
@@ -19,9 +19,9 @@ pub struct SessionCopy {
     pub scone: Vec<u8>,
     /// The versions it descends from.
     pub lineage: Lineage,
-    /// The version the client was acknowledged on, when the copy comes from a request
-    /// that named one: see [`SessionStore::put`].
-    pub acknowledged: Option<VersionId>,
+    /// The request that made it (or vouches for it), when known: see
+    /// [`SessionStore::put`].
+    pub ballot: Option<Ballot>,
 }
 
 /// A new version sent to a peer that holds the version before it: the new SCONE's
@@ -41,6 +41,8 @@ pub struct DeltaCopy {
     pub delta: Vec<u8>,
     /// The new encoding after its state (the signature).
     pub tail: Vec<u8>,
+    /// The request that made it.
+    pub ballot: Option<Ballot>,
 }
 
 /// One copy in a message that carries several (a peer link sends what waits together).
@@ -63,8 +65,9 @@ impl CopyItem {
 }
 
 impl DeltaCopy {
-    /// The copy of `minted`, made from `parent` by the encoded `delta`.
-    pub fn new(minted: &Scone, parent: VersionId, delta: &[u8]) -> Self {
+    /// The copy of `minted`, made from `parent` by the encoded `delta`, by the request
+    /// of `ballot`.
+    pub fn new(minted: &Scone, parent: VersionId, delta: &[u8], ballot: Option<Ballot>) -> Self {
         let encoded = minted.encoded();
         let state = minted.state_range();
         Self {
@@ -73,6 +76,7 @@ impl DeltaCopy {
             head: encoded[..state.start].to_vec(),
             delta: delta.to_vec(),
             tail: encoded[state.end..].to_vec(),
+            ballot,
         }
     }
 
@@ -89,7 +93,7 @@ impl SessionCopy {
         Self {
             scone: scone.encoded().to_vec(),
             lineage: Lineage::default(),
-            acknowledged: None,
+            ballot: None,
         }
     }
 
@@ -106,7 +110,7 @@ impl SessionCopy {
         Self {
             scone: held.scone().encoded().to_vec(),
             lineage: held.lineage().clone(),
-            acknowledged: None,
+            ballot: held.ballot(),
         }
     }
 }
@@ -202,9 +206,10 @@ impl Replica {
     /// Keeps the version `copy` makes of the one held, if this node holds the version
     /// it applies to and the rebuilt SCONE verifies; see [`DeltaCopy`].
     pub fn accept_delta(&self, copy: DeltaCopy) -> Result<(), ReplicaRefusal> {
+        let ballot = copy.ballot;
         let kept = self
             .rebuild(copy)
-            .and_then(|(scone, lineage)| self.keep(scone, lineage, None));
+            .and_then(|(scone, lineage)| self.keep(scone, lineage, ballot));
         match &kept {
             Ok(()) => bump(&self.counters.copies_kept),
             Err(_) => bump(&self.counters.copies_refused),
@@ -258,12 +263,12 @@ impl Replica {
         let SessionCopy {
             scone,
             lineage,
-            acknowledged,
+            ballot,
         } = copy;
         let kept = self
             .verified(scone)
             .ok_or(ReplicaRefusal::Untrusted)
-            .and_then(|scone| self.keep(scone, lineage, acknowledged));
+            .and_then(|scone| self.keep(scone, lineage, ballot));
         match &kept {
             Ok(()) => bump(&self.counters.copies_kept),
             Err(_) => bump(&self.counters.copies_refused),
@@ -277,12 +282,12 @@ impl Replica {
         &self,
         scone: Scone,
         lineage: Lineage,
-        acknowledged: Option<VersionId>,
+        ballot: Option<Ballot>,
     ) -> Result<(), ReplicaRefusal> {
         if !lineage.is_valid_for(scone.version()) {
             return Err(ReplicaRefusal::Forked);
         }
-        match self.store.put(scone, lineage, acknowledged) {
+        match self.store.put(scone, lineage, ballot) {
             Stored::Kept | Stored::Same => Ok(()),
             Stored::Stale => Err(ReplicaRefusal::Stale),
             Stored::Forked => Err(ReplicaRefusal::Forked),

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use scone::{EndpointId, ObjectId, Scone, ServiceId};
 use serde::{Deserialize, Serialize};
 
-use crate::lineage::{descends_from, Lineage, VersionId};
+use crate::lineage::{descends_from, Ballot, Lineage, VersionId};
 
 /// One session's identity: what every version of its SCONE keeps unchanged.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -61,10 +61,20 @@ pub struct RoutingToken {
     /// Copies the cluster asks for; fewer `secondaries` means the reply went out with
     /// degraded durability (only when the cluster is set to reply anyway).
     pub required: u16,
+    /// Set by the client, not the node: how many requests it sent with this token
+    /// before this one (0 in a reply). A [`ClusterChannel`](crate::ClusterChannel)
+    /// numbers every attempt, failovers and calls after a failure alike, so that of two
+    /// changes made from this version the later request's wins (see [`Ballot`]).
+    pub attempt: u32,
 }
 
 /// The first byte of an encoded token: its format.
-const TOKEN_FORMAT: u8 = 1;
+const TOKEN_FORMAT: u8 = 2;
+/// The format before [`RoutingToken::attempt`]: still read, as attempt 0.
+const TOKEN_FORMAT_1: u8 = 1;
+
+/// A token of [`TOKEN_FORMAT_1`]: the fields of format 2 but the attempt.
+type TokenV1 = (SessionId, u64, [u8; 16], SocketAddr, Vec<SocketAddr>, u16);
 
 /// The digest a token keeps of the SCONE it names.
 pub fn digest(scone: &Scone) -> [u8; 16] {
@@ -99,7 +109,28 @@ impl RoutingToken {
     pub fn decode(bytes: &[u8]) -> Result<Self, TokenError> {
         match bytes.split_first() {
             Some((&TOKEN_FORMAT, body)) => postcard::from_bytes(body).map_err(TokenError::Decode),
+            Some((&TOKEN_FORMAT_1, body)) => {
+                let (session, version, digest, primary, secondaries, required): TokenV1 =
+                    postcard::from_bytes(body).map_err(TokenError::Decode)?;
+                Ok(Self {
+                    session,
+                    version,
+                    digest,
+                    primary,
+                    secondaries,
+                    required,
+                    attempt: 0,
+                })
+            }
             _ => Err(TokenError::Format),
+        }
+    }
+
+    /// The ballot of a request that carries this token.
+    pub fn ballot(&self) -> Ballot {
+        Ballot {
+            acknowledged: self.version_id(),
+            attempt: self.attempt,
         }
     }
 
@@ -146,8 +177,28 @@ mod tests {
             primary: "127.0.0.1:7001".parse().unwrap(),
             secondaries: vec!["127.0.0.1:7002".parse().unwrap()],
             required: 1,
+            attempt: 3,
         };
         assert_eq!(RoutingToken::decode(&token.encode()).unwrap(), token);
+        // A token of the format before the attempt reads as attempt 0.
+        let v1 = (
+            token.session.clone(),
+            token.version,
+            token.digest,
+            token.primary,
+            token.secondaries.clone(),
+            token.required,
+        );
+        let mut old = vec![TOKEN_FORMAT_1];
+        old = postcard::to_extend(&v1, old).unwrap();
+        let read = RoutingToken::decode(&old).unwrap();
+        assert_eq!(
+            read,
+            RoutingToken {
+                attempt: 0,
+                ..token.clone()
+            }
+        );
         assert!(!token.is_degraded());
         assert!(matches!(RoutingToken::decode(&[]), Err(TokenError::Format)));
         assert!(matches!(

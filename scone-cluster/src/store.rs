@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use scone::{Clock, Scone, SystemClock};
 
-use crate::lineage::{descends_from, descent, Descent, Lineage, VersionId};
+use crate::lineage::{descends_from, descent, Ballot, Descent, Lineage, VersionId};
 use crate::session::SessionId;
 
 /// What [`SessionStore::put`] did.
@@ -56,13 +56,31 @@ pub struct Held {
     lineage: Lineage,
     /// Which version it is, hashed once.
     id: VersionId,
+    /// The request that made it (or that vouched for it when it was kept), if known.
+    ballot: Option<Ballot>,
 }
 
 impl Held {
     /// `scone`, descended from `lineage`.
     pub fn new(scone: Scone, lineage: Lineage) -> Self {
         let id = VersionId::of(&scone);
-        Self { scone, lineage, id }
+        Self {
+            scone,
+            lineage,
+            id,
+            ballot: None,
+        }
+    }
+
+    /// The same, made by the request of `ballot`.
+    pub fn with_ballot(mut self, ballot: Option<Ballot>) -> Self {
+        self.ballot = ballot;
+        self
+    }
+
+    /// The request that made it, if known.
+    pub fn ballot(&self) -> Option<Ballot> {
+        self.ballot
     }
 
     /// The SCONE.
@@ -93,12 +111,7 @@ impl Held {
 
 /// Whether `held` may be replaced by version `id` with `lineage`: see
 /// [`SessionStore::put`].
-fn admits(
-    held: &Held,
-    id: VersionId,
-    lineage: &Lineage,
-    acknowledged: Option<VersionId>,
-) -> Stored {
+fn admits(held: &Held, id: VersionId, lineage: &Lineage, ballot: Option<Ballot>) -> Stored {
     let stored = match descent(id, lineage, held.id()) {
         Descent::Same => return Stored::Same,
         Descent::Newer => return Stored::Kept,
@@ -107,13 +120,20 @@ fn admits(
     };
     // Another line. The version the request's client was acknowledged on decides: a
     // held line that does not continue it is an attempt the client gave up on. When both
-    // continue it, neither was acknowledged to that client (its token would name it),
-    // and the higher (version, digest) wins, the same way on every node, so that nodes
-    // settle on one line whatever order copies come in.
-    let replaces = acknowledged.is_some_and(|base| {
+    // continue it, the one its client's later request made wins (see `Ballot`), then the
+    // higher (version, digest), the same way on every node, so that nodes settle on one
+    // line whatever order copies come in.
+    // A held version whose request is not known is ordered by (version, digest) alone.
+    let later = |ballot: Ballot| match held.ballot {
+        Some(made) if made.rank() != ballot.rank() => ballot.rank() > made.rank(),
+        _ => (id.version, id.digest) > (held.id.version, held.id.digest),
+    };
+    // An ancestor of the held version never replaces it, whatever made it.
+    let replaces = ballot.is_some_and(|ballot| {
+        let base = ballot.acknowledged;
         descends_from(id, lineage, base)
-            && (!held.descends_from(base)
-                || (id.version, id.digest) > (held.id().version, held.id().digest))
+            && !held.descends_from(id)
+            && (!held.descends_from(base) || later(ballot))
     });
     if replaces {
         Stored::Kept
@@ -165,27 +185,26 @@ impl SessionStore {
     /// Keeps `scone` (already verified), whose ancestors are `lineage`, if it descends
     /// from what this node holds ([`Stored`] says why not).
     ///
-    /// `acknowledged` is a version the client was acknowledged on, when the copy comes
-    /// from a request that named one (its routing token). A copy that descends from it
-    /// also replaces a held version of another line: one that does not descend from it
-    /// (a fork left by an attempt the client gave up on), or one that does but is lower
-    /// in (version, digest) order (two attempts after the acknowledged version, neither
-    /// acknowledged to that client), so that every node settles on the same line.
+    /// `ballot` is the request that made `scone` (or vouches for it), when known: the
+    /// version its client was acknowledged on, and its attempt. A copy that descends from
+    /// that version also replaces a held version of another line: one that does not
+    /// descend from it (a fork left by an attempt the client gave up on), or one that
+    /// does but was made by an earlier request of the client (a lower [`Ballot`]), or by
+    /// the same and is lower in (version, digest) order. So every node settles on the
+    /// same line whatever order copies come in, and a late copy of an attempt the client
+    /// gave up on (a node paused with the request in its socket, that ran it on waking)
+    /// never replaces the version the client's retry was acknowledged on.
     ///
-    /// One case can drop an acknowledged version from a replica: a copy from an attempt
-    /// the client gave up on that is still on the wire after the client's retry elsewhere
-    /// was acknowledged (a primary paused mid-send), and wins the order. The primary
-    /// that acknowledged still holds it, and the session's next change puts it back on
-    /// the replica (the late line does not continue the version the client then names).
-    /// With several clients writing one session through failovers, one of two such lines
-    /// can hold another client's change.
-    pub fn put(&self, scone: Scone, lineage: Lineage, acknowledged: Option<VersionId>) -> Stored {
+    /// With several clients writing one session through failovers, two clients' ballots
+    /// do not order their requests in time, and one of two lines can hold another
+    /// client's change.
+    pub fn put(&self, scone: Scone, lineage: Lineage, ballot: Option<Ballot>) -> Stored {
         let now_ms = self.clock.now_ms();
         if scone.is_expired_at(now_ms) {
             return Stored::Expired;
         }
         let id = SessionId::of(&scone);
-        let new = Held::new(scone.compacted(), lineage);
+        let new = Held::new(scone.compacted(), lineage).with_ballot(ballot);
         let mut guard = self.lock();
         if guard.ended.contains_key(&id) {
             return Stored::Ended;
@@ -202,7 +221,7 @@ impl SessionStore {
         let stored = if held.scone.is_expired_at(now_ms) {
             Stored::Kept
         } else {
-            admits(held, new.id(), &new.lineage, acknowledged)
+            admits(held, new.id(), &new.lineage, ballot)
         };
         if stored == Stored::Kept {
             *held = new;
@@ -217,10 +236,10 @@ impl SessionStore {
         session: &SessionId,
         id: VersionId,
         lineage: &Lineage,
-        acknowledged: Option<VersionId>,
+        ballot: Option<Ballot>,
     ) -> Stored {
         match self.lock().live.get(session) {
-            Some(held) => admits(held, id, lineage, acknowledged),
+            Some(held) => admits(held, id, lineage, ballot),
             None => Stored::Kept,
         }
     }
@@ -385,6 +404,58 @@ mod lineage_tests {
         minter.mint(draft).unwrap()
     }
 
+    /// The ballot of a request whose client was acknowledged on `on`, at `attempt`.
+    fn ballot(on: &Scone, attempt: u32) -> Option<Ballot> {
+        Some(Ballot {
+            acknowledged: VersionId::of(on),
+            attempt,
+        })
+    }
+
+    #[test]
+    fn of_two_lines_from_one_version_the_later_attempts_wins_whichever_comes_first() {
+        let after =
+            |parent: &Scone, lineage: &Lineage| Lineage::after(VersionId::of(parent), lineage);
+        let v1 = mint(1, b"base");
+        let lineage = after(&v1, &Lineage::default());
+        // Attempt 0 from v1 was given up on; attempt 1 (the retry) was acknowledged.
+        let (gave_up, retry) = (mint(2, b"attempt 0"), mint(2, b"attempt 1"));
+        for late_first in [false, true] {
+            let store = SessionStore::new(8);
+            assert_eq!(
+                store.put(v1.clone(), Lineage::default(), None),
+                Stored::Kept
+            );
+            let session = SessionId::of(&v1);
+            if late_first {
+                // The given-up attempt's copy came first: the retry's replaces it.
+                let kept = store.put(gave_up.clone(), lineage.clone(), ballot(&v1, 0));
+                assert_eq!(kept, Stored::Kept);
+                let kept = store.put(retry.clone(), lineage.clone(), ballot(&v1, 1));
+                assert_eq!(kept, Stored::Kept);
+            } else {
+                // The retry's came first: the given-up attempt's, late, does not replace
+                // it, whatever the digests' order.
+                let kept = store.put(retry.clone(), lineage.clone(), ballot(&v1, 1));
+                assert_eq!(kept, Stored::Kept);
+                let late = store.put(gave_up.clone(), lineage.clone(), ballot(&v1, 0));
+                assert_eq!(late, Stored::Forked);
+                // Nor does its next version.
+                let late_v3 = mint(3, b"attempt 0, then more");
+                let late_lineage = after(&gave_up, &lineage);
+                let late = store.put(late_v3, late_lineage, ballot(&v1, 0));
+                assert_eq!(late, Stored::Forked);
+            }
+            let held = store.get(&session).unwrap();
+            assert_eq!(
+                held.scone().state(),
+                b"attempt 1",
+                "late first: {late_first}"
+            );
+            assert_eq!(held.ballot(), ballot(&v1, 1));
+        }
+    }
+
     #[test]
     fn another_line_does_not_replace_the_held_one_unless_it_is_an_orphan() {
         let store = SessionStore::new(8);
@@ -404,30 +475,37 @@ mod lineage_tests {
         );
         assert_eq!(store.get_scone(&SessionId::of(&a2)).unwrap().state(), b"a");
         // Acknowledged on a2: line b cannot replace it even so.
-        let a2_id = Some(VersionId::of(&a2));
         assert_eq!(
-            store.put(b3.clone(), b3_lineage.clone(), a2_id),
+            store.put(b3.clone(), b3_lineage.clone(), ballot(&a2, 0)),
             Stored::Forked
         );
         // But a line the client was acknowledged on replaces an orphan (a2, when the
         // client was acknowledged on b2).
-        assert_eq!(
-            store.put(b3, b3_lineage, Some(VersionId::of(&b2))),
-            Stored::Kept
-        );
+        assert_eq!(store.put(b3, b3_lineage, ballot(&b2, 0)), Stored::Kept);
         assert_eq!(store.get_scone(&SessionId::of(&a2)).unwrap().state(), b"b3");
 
-        // Two lines that both continue v1, the version acknowledged: the higher (version,
-        // digest) wins, the same on every node, whichever arrives first.
-        let v1_id = Some(VersionId::of(&v1));
+        // b3 was made by a request acknowledged on b2: a line made from v1 does not
+        // replace it (its request came before).
         let session = SessionId::of(&a2);
         let a3 = mint(3, b"a3");
         let a3_lineage = after(&a2, &after(&v1, &root));
-        let b3 = store.get(&session).unwrap();
-        let a3_wins = (3, VersionId::of(&a3).digest) > (3, b3.id().digest);
-        let stored = store.put(a3.clone(), a3_lineage, v1_id);
-        assert_eq!(stored == Stored::Kept, a3_wins, "{stored:?}");
-        let winner = if a3_wins { a3 } else { b3.scone().clone() };
+        assert_eq!(store.put(a3, a3_lineage, ballot(&v1, 0)), Stored::Forked);
+
+        // Two lines that both continue v1, made by requests of one ballot (two clients
+        // of one session): the higher (version, digest) wins, the same on every node,
+        // whichever arrives first.
+        let store = SessionStore::new(8);
+        assert_eq!(store.put(v1.clone(), root.clone(), None), Stored::Kept);
+        let (x2, y2) = (mint(2, b"x"), mint(2, b"y"));
+        let lineage = after(&v1, &root);
+        assert_eq!(
+            store.put(x2.clone(), lineage.clone(), ballot(&v1, 0)),
+            Stored::Kept
+        );
+        let y2_wins = VersionId::of(&y2).digest > VersionId::of(&x2).digest;
+        let stored = store.put(y2.clone(), lineage, ballot(&v1, 0));
+        assert_eq!(stored == Stored::Kept, y2_wins, "{stored:?}");
+        let winner = if y2_wins { y2 } else { x2 };
         assert_eq!(
             store.get_scone(&session).unwrap().encoded(),
             winner.encoded()

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use examples::cart::{CartClient, CartState};
 use scone::SigningKey;
-use scone_cluster::{ClusterChannel, ClusterClientConfig, ClusterConfig};
+use scone_cluster::{Ballot, ClusterChannel, ClusterClientConfig, ClusterConfig};
 use scone_rpc::SconeClient;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,6 +57,18 @@ async fn a_thin_client_follows_its_token_and_fails_over_to_the_secondary() {
     let after = channel.token(client_id, &service).unwrap();
     assert_eq!(after.primary, token.secondaries[0]);
     assert!(after.version > token.version);
+    // Its first attempt went to the primary that was gone: the change was made by the
+    // second attempt from that token, and is known to be.
+    let new_primary = nodes
+        .iter()
+        .find(|node| node.member.rpc == after.primary)
+        .unwrap();
+    let held = new_primary.replica.store().get(&after.session).unwrap();
+    let second = Ballot {
+        acknowledged: token.version_id(),
+        attempt: 1,
+    };
+    assert_eq!(held.ballot(), Some(second));
     assert!(
         failover < Duration::from_secs(2),
         "failover took {failover:?}"

@@ -159,7 +159,7 @@ async fn peers_refuse_forged_and_older_copies() {
         SessionCopy {
             scone: vec![1, 2, 3],
             lineage: Default::default(),
-            acknowledged: None,
+            ballot: None,
         },
     ))
     .await;
@@ -447,7 +447,7 @@ async fn a_later_version_of_another_line_neither_replaces_nor_serves_the_acknowl
     let copy = |scone: &scone::Scone, lineage: &Lineage| SessionCopy {
         scone: scone.encoded().to_vec(),
         lineage: lineage.clone(),
-        acknowledged: None,
+        ballot: None,
     };
     let transport = TcpTransport::new(std::time::Duration::from_secs(2));
     let to_outsider = outsider.member.peer;
@@ -519,7 +519,7 @@ fn uncommitted_v2(
     let copy = SessionCopy {
         scone: scone.encoded().to_vec(),
         lineage: Lineage::after(v1.id(), v1.lineage()),
-        acknowledged: None,
+        ballot: None,
     };
     (scone, copy)
 }
@@ -630,6 +630,70 @@ async fn a_read_never_shows_a_change_that_another_line_replaces() {
         outsider.replica.store().get(&session).map(|held| held.id()),
         Some(committed)
     );
+    stop_all(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_copy_of_an_attempt_the_client_gave_up_on_never_replaces_its_retry() {
+    let key = SigningKey::generate().unwrap();
+    let nodes = cluster(3, &key, ClusterConfig::default()).await;
+    let mut client = TokenClient::new();
+    client.add(nodes[0].member.rpc, "apple", 1).await.unwrap();
+    let token = client.routing();
+    let session = token.session.clone();
+    let v1 = nodes[0].replica.store().get(&session).unwrap();
+
+    // Attempt 0 from version 1 went to a node that was paused with it in its socket:
+    // the client gave up, and its retry (attempt 1) was acknowledged on the primary and
+    // the secondary.
+    client.token = Some(
+        RoutingToken {
+            attempt: 1,
+            ..token.clone()
+        }
+        .encode(),
+    );
+    client.add(nodes[0].member.rpc, "pear", 1).await.unwrap();
+    let retry = client.routing();
+    assert_eq!(retry.version, 2);
+    // The paused node wakes and runs attempt 0: its version 2, of another line from
+    // version 1, reaches the owners late. One that wins the (version, digest) order, so
+    // that only the attempt's number can tell it apart.
+    let (late, copy) = (0..64)
+        .map(|n| {
+            let attempt = format!("gave-up-{n}");
+            uncommitted_v2(&key, &session, &v1, &["apple", attempt.as_str()])
+        })
+        .find(|(scone, _)| VersionId::of(scone).digest > retry.digest)
+        .expect("one of 64 digests is higher");
+    let copy = SessionCopy {
+        ballot: Some(token.ballot()),
+        ..copy
+    };
+    let transport = TcpTransport::new(std::time::Duration::from_secs(2));
+    for owner in retry.owners() {
+        let node = nodes.iter().find(|node| node.member.rpc == owner).unwrap();
+        let refused = bounded(transport.replicate(node.member.peer, copy.clone())).await;
+        assert!(
+            matches!(
+                refused,
+                Err(PeerError::Refused {
+                    refusal: ReplicaRefusal::Forked,
+                    ..
+                })
+            ),
+            "{owner}: {refused:?}"
+        );
+        let held = node.replica.store().get(&session).map(|held| held.id());
+        assert_eq!(
+            held,
+            Some(retry.version_id()),
+            "{owner} kept the retry's version"
+        );
+    }
+    assert_ne!(VersionId::of(&late), retry.version_id());
+    let view = client.view(nodes[0].member.rpc).await.unwrap();
+    assert_eq!(items(&view), [("apple", 1), ("pear", 1)]);
     stop_all(nodes).await;
 }
 
@@ -822,7 +886,7 @@ async fn a_secondary_in_step_gets_a_delta_and_rebuilds_the_signed_scone() {
 
     // A delta whose rebuilt SCONE the primary did not sign is refused, not kept.
     let held = node_b.replica.store().get(&session).unwrap();
-    let mut forged = scone_cluster::DeltaCopy::new(&primary, held.id(), &[]);
+    let mut forged = scone_cluster::DeltaCopy::new(&primary, held.id(), &[], None);
     forged.delta = postcard::to_allocvec(&scone_rpc::Delta::default()).unwrap();
     forged.tail = vec![0; forged.tail.len()];
     let refused = node_b.replica.accept_delta(forged);

@@ -28,7 +28,7 @@ use scone::Scone;
 use scone_rpc::server::placement::{Committed, PlacementError};
 
 use super::{ClusterPlacement, Inner, OtherLine, Shortfall};
-use crate::lineage::{Lineage, VersionId};
+use crate::lineage::{Ballot, Lineage, VersionId};
 use crate::membership::{Member, Membership};
 use crate::replica::SessionCopy;
 use crate::session::SessionId;
@@ -105,16 +105,16 @@ impl Batch {
 
 impl<T: PeerTransport, M: Membership> ClusterPlacement<T, M> {
     /// A commit when batching: the SCONE `made` (minted, its version, lineage, and the
-    /// version the request's client was acknowledged on) kept here, queued for the first
+    /// ballot of the request that made it) kept here, queued for the first
     /// `wanted` of `candidates`, and answered at once with a token naming them.
     pub(super) fn commit_batched(
         &self,
-        made: (&Scone, VersionId, Lineage, Option<VersionId>),
+        made: (&Scone, VersionId, Lineage, Option<Ballot>),
         mut candidates: Vec<Member>,
         wanted: usize,
     ) -> Result<Committed, PlacementError> {
         let inner = &*self.inner;
-        let (minted, minted_id, lineage, acknowledged) = made;
+        let (minted, minted_id, lineage, ballot) = made;
         let batching = inner.config.batching.unwrap_or_default();
         candidates.truncate(wanted);
         if candidates.len() < wanted && inner.config.shortfall == Shortfall::Refuse {
@@ -124,14 +124,14 @@ impl<T: PeerTransport, M: Membership> ClusterPlacement<T, M> {
                 required: wanted,
             });
         }
-        inner.keep_minted(minted, lineage.clone(), acknowledged)?;
+        inner.keep_minted(minted, lineage.clone(), ballot)?;
         inner.batch_sender.get_or_init(|| {
             tokio::spawn(send_batches(Arc::downgrade(&self.inner), batching));
         });
         let copy = SessionCopy {
             scone: minted.encoded().to_vec(),
             lineage,
-            acknowledged,
+            ballot,
         };
         let secondaries = candidates.iter().map(|member| member.rpc).collect();
         inner.batch.push(
