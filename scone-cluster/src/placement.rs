@@ -412,6 +412,34 @@ impl<T: PeerTransport, M: Membership> Inner<T, M> {
         Ok(acknowledged)
     }
 
+    /// [`replicate`](Self::replicate) for a reply (a commit's, or a read's): refused
+    /// (`superseded`) when a peer holds a line this node does not take, and refused
+    /// (`not-replicated`) with fewer than `wanted` copies unless the cluster replies
+    /// degraded. The peers that took the copy.
+    async fn copy_before_reply(
+        &self,
+        copy: &SessionCopy,
+        delta: Option<(&DeltaCopy, &[SocketAddr])>,
+        candidates: &[Member],
+        wanted: usize,
+    ) -> Result<Vec<SocketAddr>, PlacementError> {
+        let replicated = self
+            .replicate(copy, delta, candidates, wanted, OtherLine::Refuse)
+            .await;
+        if let Err(PlacementError::Superseded(_)) = &replicated {
+            bump(&self.counters.superseded);
+        }
+        let secondaries = replicated?;
+        if secondaries.len() < wanted && self.config.shortfall == Shortfall::Refuse {
+            bump(&self.counters.not_replicated);
+            return Err(PlacementError::NotReplicated {
+                acknowledged: secondaries.len(),
+                required: wanted,
+            });
+        }
+        Ok(secondaries)
+    }
+
     /// Sends `member` the `delta` if there is one, and the whole `copy` if there is none
     /// or it is refused as out of step.
     async fn send(
@@ -636,20 +664,9 @@ impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
             .map(|token| token.owners().collect())
             .unwrap_or_default();
         let delta = delta.as_ref().map(|delta| (delta, in_step.as_slice()));
-        let replicated = inner
-            .replicate(&copy, delta, &candidates, wanted, OtherLine::Refuse)
-            .await;
-        if let Err(PlacementError::Superseded(_)) = &replicated {
-            bump(&inner.counters.superseded);
-        }
-        let secondaries = replicated?;
-        if secondaries.len() < wanted && inner.config.shortfall == Shortfall::Refuse {
-            bump(&inner.counters.not_replicated);
-            return Err(PlacementError::NotReplicated {
-                acknowledged: secondaries.len(),
-                required: wanted,
-            });
-        }
+        let secondaries = inner
+            .copy_before_reply(&copy, delta, &candidates, wanted)
+            .await?;
         // Kept here last: a refused commit leaves this node as it was.
         inner.keep_minted(minted, lineage, ballot)?;
         Ok(inner.committed(minted, minted_id, secondaries, wanted))
@@ -703,20 +720,9 @@ impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
         };
         let candidates = inner.candidates(&session, Some(&token));
         let wanted = inner.config.replicas.wanted(candidates.len());
-        let replicated = inner
-            .replicate(&copy, None, &candidates, wanted, OtherLine::Refuse)
-            .await;
-        if let Err(PlacementError::Superseded(_)) = &replicated {
-            bump(&inner.counters.superseded);
-        }
-        let secondaries = replicated?;
-        if secondaries.len() < wanted && inner.config.shortfall == Shortfall::Refuse {
-            bump(&inner.counters.not_replicated);
-            return Err(PlacementError::NotReplicated {
-                acknowledged: secondaries.len(),
-                required: wanted,
-            });
-        }
+        let secondaries = inner
+            .copy_before_reply(&copy, None, &candidates, wanted)
+            .await?;
         bump(&inner.counters.confirmed_reads);
         let token = inner.token(read, read_id, secondaries, wanted);
         Ok(Some(token.encode()))

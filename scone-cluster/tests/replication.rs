@@ -410,12 +410,8 @@ async fn another_scone_of_the_same_version_is_not_taken_for_the_tokens() {
 /// the client's token, losing what version 2 acknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_later_version_of_another_line_neither_replaces_nor_serves_the_acknowledged_one() {
-    let key = SigningKey::generate().unwrap();
-    let nodes = cluster(3, &key, ClusterConfig::default()).await;
-    let mut client = TokenClient::new();
-    client.add(nodes[0].member.rpc, "apple", 1).await.unwrap();
+    let (key, nodes, mut client, v1) = an_apple_at_version_1().await;
     let session = client.routing().session;
-    let v1 = nodes[0].replica.store().get(&session).unwrap();
     client.add(nodes[0].member.rpc, "pear", 1).await.unwrap();
     let token = client.routing();
     let secondary = nodes
@@ -496,6 +492,18 @@ async fn a_later_version_of_another_line_neither_replaces_nor_serves_the_acknowl
     stop_all(nodes).await;
 }
 
+/// Three nodes, and a client whose cart (an apple) is at version 1 on node 0 and its
+/// secondary: the key, the nodes, the client, and version 1 as node 0 holds it.
+async fn an_apple_at_version_1() -> (SigningKey, Vec<Node>, TokenClient, scone_cluster::Held) {
+    let key = SigningKey::generate().unwrap();
+    let nodes = cluster(3, &key, ClusterConfig::default()).await;
+    let mut client = TokenClient::new();
+    client.add(nodes[0].member.rpc, "apple", 1).await.unwrap();
+    let session = client.routing().session;
+    let v1 = nodes[0].replica.store().get(&session).unwrap();
+    (key, nodes, client, v1)
+}
+
 /// Version 2 of `session` made from `v1` with `items`, signed by `key` and never committed:
 /// what a commit refused after one peer took its copy leaves there.
 fn uncommitted_v2(
@@ -526,13 +534,9 @@ fn uncommitted_v2(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_of_a_change_no_commit_kept_makes_it_durable_before_the_reply() {
-    let key = SigningKey::generate().unwrap();
-    let nodes = cluster(3, &key, ClusterConfig::default()).await;
-    let mut client = TokenClient::new();
-    client.add(nodes[0].member.rpc, "apple", 1).await.unwrap();
+    let (key, nodes, mut client, v1) = an_apple_at_version_1().await;
     let token = client.routing();
     let session = token.session.clone();
-    let v1 = nodes[0].replica.store().get(&session).unwrap();
     let outsider = outsider(&nodes, &token);
     // Version 2 on the outsider only, as a refused commit leaves it.
     let (v2, copy) = uncommitted_v2(&key, &session, &v1, &["apple", "unconfirmed"]);
@@ -568,13 +572,9 @@ async fn a_read_of_a_change_no_commit_kept_makes_it_durable_before_the_reply() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_never_shows_a_change_that_another_line_replaces() {
-    let key = SigningKey::generate().unwrap();
-    let nodes = cluster(3, &key, ClusterConfig::default()).await;
-    let mut client = TokenClient::new();
-    client.add(nodes[0].member.rpc, "apple", 1).await.unwrap();
+    let (key, nodes, mut client, v1) = an_apple_at_version_1().await;
     let token = client.routing();
     let session = token.session.clone();
-    let v1 = nodes[0].replica.store().get(&session).unwrap();
     let outsider = outsider(&nodes, &token);
 
     // Another client of the session, from the same version 1, commits version 2 on the
@@ -635,13 +635,9 @@ async fn a_read_never_shows_a_change_that_another_line_replaces() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_copy_of_an_attempt_the_client_gave_up_on_never_replaces_its_retry() {
-    let key = SigningKey::generate().unwrap();
-    let nodes = cluster(3, &key, ClusterConfig::default()).await;
-    let mut client = TokenClient::new();
-    client.add(nodes[0].member.rpc, "apple", 1).await.unwrap();
+    let (key, nodes, mut client, v1) = an_apple_at_version_1().await;
     let token = client.routing();
     let session = token.session.clone();
-    let v1 = nodes[0].replica.store().get(&session).unwrap();
 
     // Attempt 0 from version 1 went to a node that was paused with it in its socket:
     // the client gave up, and its retry (attempt 1) was acknowledged on the primary and
