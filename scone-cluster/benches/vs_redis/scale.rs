@@ -251,7 +251,7 @@ pub fn print_table(settings: &Settings, before: u64, rows: &[ScaleRow]) {
         NodeConfig::default().max_sessions * 3 / 2
     );
     println!(
-        "in memory besides the encoded bytes: each session is a `SessionId` ({} B) and a `Held` ({} B: the `Scone` and its `Lineage`) in a HashMap bucket, plus the compacted bytes' own allocation and the lineage's ({} ancestors of {} B); Redis keeps a dictEntry, a key sds and a value sds per key",
+        "in memory besides the encoded bytes: each session is a `SessionId` ({} B) and a pointer in a HashMap bucket, and a boxed `Held` ({} B: the `Scone`, its `Lineage` and `Ballot`), plus the compacted bytes' own allocation and the lineage's ({} ancestors of {} B); Redis keeps a dictEntry, a key sds and a value sds per key",
         std::mem::size_of::<SessionId>(),
         std::mem::size_of::<scone_cluster::Held>(),
         LINEAGE_DEPTH,
