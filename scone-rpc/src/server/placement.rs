@@ -5,10 +5,10 @@
 //!
 //! ```text
 //! admit (decode, verify, replay check) -> context -> handler -> mint -> commit -> reply
-//!    ^ a request with a token and no SCONE: load
+//!    ^ a request with a token and no SCONE: load        (nothing minted: confirm_read)
 //! ```
 //!
-//! A [`Placement`] plugs into two points of it:
+//! A [`Placement`] plugs into three points of it:
 //! - [`load`](Placement::load): a request that carries a routing token and no SCONE of
 //!   the service gets its state from the placement (its own store, or the owners the
 //!   token names). What it loads is admitted like a SCONE the request carried: decoded,
@@ -22,9 +22,10 @@
 //!   that minted nothing (a read) goes through it before the reply leaves, so that no
 //!   reply shows a state the placement could lose.
 //!
-//! [`ClientHeld`], the default, does nothing at either point: the client holds its
-//! SCONEs, and the pipeline costs what it did before this seam existed (both points are
-//! static calls to ready futures, inlined away).
+//! [`ClientHeld`], the default, does nothing at any of them: the client holds its
+//! SCONEs, and the pipeline costs what it did before this seam existed (the points are
+//! static calls to ready futures, inlined away; a request without a token never reaches
+//! `load` or `confirm_read`).
 //!
 //! The relay needs no placement: it works between client and server, on the envelope.
 
