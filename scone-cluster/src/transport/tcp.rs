@@ -67,8 +67,10 @@ impl Peer for PeerServer {
 /// Most peer connections served at once.
 const MAX_PEER_CONNECTIONS: usize = 256;
 
-/// What the cluster's link handshake is keyed for: a relay mesh's secret cannot open it.
-pub const HANDSHAKE_LABEL: &str = "scone-cluster v1";
+/// What the cluster's link handshake is keyed for: a relay mesh's secret cannot open it,
+/// nor a node that speaks another version of the peer protocol (v2: copies carry the
+/// ballot of the request that made them).
+pub const HANDSHAKE_LABEL: &str = "scone-cluster v2";
 
 /// Serves `replica` to peers on `listener` until `shutdown` completes; then closes the
 /// peer connections and returns once their handlers have stopped. Peers need no secret:
@@ -134,7 +136,7 @@ async fn serve(
                     _ = stop.recv() => return,
                 };
                 if let Err(error) = proved {
-                    tracing::warn!(%peer, %error, "a peer connection did not prove the cluster secret");
+                    tracing::warn!(%peer, %error, label = HANDSHAKE_LABEL, "a peer connection did not prove the cluster secret (or speaks another version of the peer protocol)");
                     drop((permit, done));
                     return;
                 }
