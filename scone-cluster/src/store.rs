@@ -118,17 +118,17 @@ fn admits(held: &Held, id: VersionId, lineage: &Lineage, ballot: Option<Ballot>)
         Descent::Older => Stored::Stale,
         Descent::Forked => Stored::Forked,
     };
-    // Another line. The version the request's client was acknowledged on decides: a
-    // held line that does not continue it is an attempt the client gave up on. When both
-    // continue it, the one its client's later request made wins (see `Ballot`), then the
-    // higher (version, digest), the same way on every node, so that nodes settle on one
-    // line whatever order copies come in.
-    // A held version whose request is not known is ordered by (version, digest) alone.
+    // Another line (or an ancestor, which never replaces what descends from it). The
+    // version the request's client was acknowledged on decides: a held line that does
+    // not continue it is an attempt the client gave up on. When both continue it, the one
+    // its client's later request made wins (see `Ballot`), then the higher (version,
+    // digest), the same way on every node, so that nodes settle on one line whatever
+    // order copies come in. A held version whose request is not known is ordered by
+    // (version, digest) alone.
     let later = |ballot: Ballot| match held.ballot {
         Some(made) if made.rank() != ballot.rank() => ballot.rank() > made.rank(),
         _ => (id.version, id.digest) > (held.id.version, held.id.digest),
     };
-    // An ancestor of the held version never replaces it, whatever made it.
     let replaces = ballot.is_some_and(|ballot| {
         let base = ballot.acknowledged;
         descends_from(id, lineage, base)
