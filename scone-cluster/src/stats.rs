@@ -86,6 +86,9 @@ counters! {
     copies_kept,
     /// Copies from peers this node refused (forged, stale, expired, or full).
     copies_refused,
+    /// Copies from peers of the very version this node held already (known by digest,
+    /// answered without a signature check): retries, and re-replication passes.
+    copies_held_already,
 }
 
 /// Adds one to `counter`.

@@ -287,6 +287,15 @@ impl SessionStore {
         held.is_some()
     }
 
+    /// Whether it holds version `version` of the session, unexpired.
+    pub fn holds(&self, session: &SessionId, version: VersionId) -> bool {
+        let now_ms = self.clock.now_ms();
+        self.lock()
+            .live
+            .get(session)
+            .is_some_and(|held| held.id == version && !held.scone.is_expired_at(now_ms))
+    }
+
     /// The version held of the session, if any (expired or not).
     pub fn version(&self, id: &SessionId) -> Option<u64> {
         self.lock().live.get(id).map(|held| held.scone.version())

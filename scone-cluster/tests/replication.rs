@@ -694,6 +694,43 @@ async fn a_late_copy_of_an_attempt_the_client_gave_up_on_never_replaces_its_retr
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_of_the_version_held_is_known_by_its_digest_and_a_forged_one_is_not() {
+    let (_key, nodes, client, v1) = an_apple_at_version_1().await;
+    let token = client.routing();
+    let secondary = nodes
+        .iter()
+        .find(|node| node.member.rpc == token.secondaries[0])
+        .unwrap();
+    let transport = TcpTransport::new(std::time::Duration::from_secs(2));
+    // The very version it holds (a retried copy, or a re-replication pass's): taken as
+    // held, without a second signature check.
+    let again = SessionCopy::of(&v1);
+    bounded(transport.replicate(secondary.member.peer, again.clone()))
+        .await
+        .unwrap();
+    assert_eq!(secondary.placement.stats().copies_held_already, 1);
+    // The same version with one byte of its signature changed has another digest: it is
+    // checked, and refused.
+    let mut forged = again;
+    *forged.scone.last_mut().unwrap() ^= 1;
+    let refused = bounded(transport.replicate(secondary.member.peer, forged)).await;
+    assert!(
+        matches!(
+            refused,
+            Err(PeerError::Refused {
+                refusal: ReplicaRefusal::Untrusted,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(secondary.placement.stats().copies_held_already, 1);
+    let held = secondary.replica.store().get(&token.session).unwrap();
+    assert_eq!(held.id(), v1.id());
+    stop_all(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_cluster_secret_only_peers_that_hold_it_get_through() {
     let key = SigningKey::generate().unwrap();
     let secret = scone_rpc::peer_link::LinkSecret::from_bytes([4; 32]);
