@@ -126,17 +126,23 @@ impl Inner {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The nodes to try for `request`, in order, with the token to send.
-    fn plan(&self, request: &RequestEnvelope) -> (Vec<SocketAddr>, Option<Box<[u8]>>) {
+    /// The nodes to try for `request`, in order, with the token to send (and the same
+    /// decoded, when it decodes).
+    fn plan(
+        &self,
+        request: &RequestEnvelope,
+    ) -> (Vec<SocketAddr>, Option<Box<[u8]>>, Option<RoutingToken>) {
         let mut state = self.lock();
         let key = (request.client, request.service.clone());
         let token = request
             .token
             .clone()
             .or_else(|| state.tokens.get(&key).cloned());
-        let mut order: Vec<SocketAddr> = token
+        let decoded = token
             .as_deref()
-            .and_then(|bytes| RoutingToken::decode(bytes).ok())
+            .and_then(|bytes| RoutingToken::decode(bytes).ok());
+        let mut order: Vec<SocketAddr> = decoded
+            .as_ref()
             .map(|token| token.owners().collect())
             .unwrap_or_default();
         // Then every other node, starting from a different one each call.
@@ -149,7 +155,7 @@ impl Inner {
                 order.push(node);
             }
         }
-        (order, token)
+        (order, token, decoded)
     }
 
     /// Keeps the token of a reply, and learns the nodes it names.
@@ -170,10 +176,7 @@ impl Inner {
     /// `token` numbered as the next attempt of `request`'s session: a node that ran an
     /// earlier attempt late (say it was paused with the request in its socket) cannot
     /// replace what a later one made (`SessionStore::put`).
-    fn stamp(&self, request: &RequestEnvelope, token: &[u8]) -> Box<[u8]> {
-        let Ok(mut decoded) = RoutingToken::decode(token) else {
-            return token.into();
-        };
+    fn stamp(&self, request: &RequestEnvelope, mut decoded: RoutingToken) -> Box<[u8]> {
         let mut state = self.lock();
         let next = state
             .attempts
@@ -255,9 +258,13 @@ impl Stub for ClusterChannel {
         mut request: RequestEnvelope,
     ) -> Result<ResponseEnvelope, RpcError> {
         let inner = &*self.inner;
-        let (order, token) = inner.plan(&request);
+        let (order, token, decoded) = inner.plan(&request);
         for node in order {
-            request.token = token.as_deref().map(|token| inner.stamp(&request, token));
+            // A token this build cannot read goes as it came.
+            request.token = match &decoded {
+                Some(decoded) => Some(inner.stamp(&request, decoded.clone())),
+                None => token.clone(),
+            };
             if let Some(answer) = inner.attempt(node, ctx, request.clone()).await {
                 let reply = answer?;
                 if let Some(token) = &reply.token {

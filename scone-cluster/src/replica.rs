@@ -252,8 +252,12 @@ impl Replica {
     /// `bytes` as a SCONE that verifies, or `None`.
     pub fn verified(&self, bytes: Vec<u8>) -> Option<Scone> {
         let scone = Scone::decode_with_limit(bytes, self.max_scone_bytes).ok()?;
-        self.verifier.verify_caching(&scone, &self.roots).ok()?;
-        Some(scone)
+        self.verifies(&scone).then_some(scone)
+    }
+
+    /// Whether `scone` verifies under the keys trusted for its service.
+    fn verifies(&self, scone: &Scone) -> bool {
+        self.verifier.verify_caching(scone, &self.roots).is_ok()
     }
 
     /// Keeps `copy` if it verifies and descends from what is held (see
@@ -270,20 +274,18 @@ impl Replica {
             bump(&self.counters.copies_refused);
             return Err(ReplicaRefusal::Untrusted);
         };
-        // The same version with the same digest (blake3 of the encoding) is the same
-        // bytes, verified when they were kept.
-        if self
-            .store
-            .holds(&SessionId::of(&scone), VersionId::of(&scone))
-        {
+        // Hashed once, here: the same version with the same digest (blake3 of the
+        // encoding) is the same bytes, verified when they were kept.
+        let copy = Held::new(scone, lineage).with_ballot(ballot);
+        if self.store.holds(&SessionId::of(copy.scone()), copy.id()) {
             bump(&self.counters.copies_held_already);
             return Ok(());
         }
-        let kept = self
-            .verifier
-            .verify_caching(&scone, &self.roots)
-            .map_err(|_| ReplicaRefusal::Untrusted)
-            .and_then(|_| self.keep(scone, lineage, ballot));
+        let kept = if self.verifies(copy.scone()) {
+            self.keep_held(copy)
+        } else {
+            Err(ReplicaRefusal::Untrusted)
+        };
         match &kept {
             Ok(()) => bump(&self.counters.copies_kept),
             Err(_) => bump(&self.counters.copies_refused),
@@ -299,10 +301,15 @@ impl Replica {
         lineage: Lineage,
         ballot: Option<Ballot>,
     ) -> Result<(), ReplicaRefusal> {
-        if !lineage.is_valid_for(scone.version()) {
+        self.keep_held(Held::new(scone, lineage).with_ballot(ballot))
+    }
+
+    /// [`keep`](Self::keep), for a SCONE already made a [`Held`].
+    fn keep_held(&self, held: Held) -> Result<(), ReplicaRefusal> {
+        if !held.lineage().is_valid_for(held.scone().version()) {
             return Err(ReplicaRefusal::Forked);
         }
-        match self.store.put(scone, lineage, ballot) {
+        match self.store.put_held(held) {
             Stored::Kept | Stored::Same => Ok(()),
             Stored::Stale => Err(ReplicaRefusal::Stale),
             Stored::Forked => Err(ReplicaRefusal::Forked),

@@ -202,12 +202,23 @@ impl SessionStore {
     /// do not order their requests in time, and one of two lines can hold another
     /// client's change.
     pub fn put(&self, scone: Scone, lineage: Lineage, ballot: Option<Ballot>) -> Stored {
+        self.put_held(Held::new(scone, lineage).with_ballot(ballot))
+    }
+
+    /// [`put`](Self::put), for a SCONE already made a [`Held`] (its digest taken).
+    pub fn put_held(&self, new: Held) -> Stored {
         let now_ms = self.clock.now_ms();
-        if scone.is_expired_at(now_ms) {
+        if new.scone.is_expired_at(now_ms) {
             return Stored::Expired;
         }
-        let id = SessionId::of(&scone);
-        let new = Held::new(scone.compacted(), lineage).with_ballot(ballot);
+        let ballot = new.ballot;
+        let id = SessionId::of(&new.scone);
+        // Compacting copies the bytes out of the message they came in: the same bytes, the
+        // same digest.
+        let new = Held {
+            scone: new.scone.compacted(),
+            ..new
+        };
         let mut guard = self.lock();
         if guard.ended.contains_key(&id) {
             return Stored::Ended;
