@@ -1,0 +1,402 @@
+//! The calling side of peer links: [`TcpTransport`], a connection per peer with
+//! numbered calls in flight on it, and the copies that wait for a peer sent together.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use scone_rpc::codec::{Transport, DEFAULT_MAX_FRAME_BYTES};
+use scone_rpc::peer_link::{self, LinkSecret};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+use super::wire::{self, Answer, Ask, Call, Reply};
+use super::{
+    HANDSHAKE_LABEL, MAX_COPIES_PER_MESSAGE, MAX_COPIES_WAITING, MAX_COPY_BYTES_PER_MESSAGE,
+};
+use crate::replica::{CopyItem, DeltaCopy, SessionCopy};
+use crate::session::SessionId;
+use crate::transport::{PeerError, PeerTransport};
+
+/// Calls to peers over TCP: one connection per peer, opened on first use and again
+/// after it fails; every connect and call bounded by a timeout. Cloning shares it.
+///
+/// Copies to one peer go out one message at a time: the copies that come while one is
+/// on the wire wait and go together in the next (at most [`MAX_COPIES_PER_MESSAGE`]),
+/// each still answered on its own. A lone copy goes at once; under load, a message and
+/// its answer are shared by many commits instead of one round trip each. At most
+/// [`MAX_COPIES_WAITING`] wait per peer; copies whose caller gave up are dropped unsent.
+/// Fetches and deletes go out at once, beside the copies.
+#[derive(Clone, Debug)]
+pub struct TcpTransport {
+    /// Each peer's link, behind its own lock: a connect to a dead peer holds up only
+    /// calls to that peer.
+    links: Arc<Mutex<HashMap<SocketAddr, Slot>>>,
+    timeout: Duration,
+    /// The cluster secret peers prove they hold, if the cluster has one.
+    secret: Option<LinkSecret>,
+}
+
+/// One peer's link, if open; locked while connecting.
+type Slot = Arc<tokio::sync::Mutex<Option<Arc<Link>>>>;
+
+/// Where a copy's answer goes.
+type CopyAnswer = oneshot::Sender<Result<(), PeerError>>;
+
+/// An open connection to a peer.
+struct Link {
+    peer: SocketAddr,
+    timeout: Duration,
+    /// Written only by the tasks [`Link::send`] spawns, so a caller that gives up never
+    /// leaves half a frame on the wire.
+    frames: tokio::sync::Mutex<SplitSink<Frames, Call>>,
+    state: Mutex<LinkState>,
+    /// Reads the answers; stopped when the link is dropped.
+    reader: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+type Frames = Transport<TcpStream, Answer, Call>;
+
+#[derive(Debug, Default)]
+struct LinkState {
+    next_id: u64,
+    /// Calls sent and not yet answered.
+    pending: HashMap<u64, (Pending, Instant)>,
+    /// Copies not yet sent.
+    waiting: Vec<(CopyItem, CopyAnswer)>,
+    /// Whether a message of copies is on the wire (its answer sends the next).
+    copies_in_flight: bool,
+    /// Why the link failed, once it has: it takes no more calls.
+    failed: Option<String>,
+}
+
+/// A call waiting for its answer.
+#[derive(Debug)]
+enum Pending {
+    Copies(Vec<CopyAnswer>),
+    One(oneshot::Sender<Result<Reply, PeerError>>),
+}
+
+fn unreachable(peer: SocketAddr, reason: impl ToString) -> PeerError {
+    PeerError::Unreachable {
+        peer,
+        reason: reason.to_string(),
+    }
+}
+
+impl TcpTransport {
+    /// A transport whose connects and calls give up after `timeout` each.
+    pub fn new(timeout: Duration) -> Self {
+        Self {
+            links: Arc::default(),
+            timeout,
+            secret: None,
+        }
+    }
+
+    /// Proves `secret` to every peer, and makes every peer prove it, before any call.
+    pub fn with_secret(mut self, secret: LinkSecret) -> Self {
+        self.secret = Some(secret);
+        self
+    }
+
+    /// The lock of `peer`'s link.
+    fn slot(&self, peer: SocketAddr) -> Slot {
+        let mut links = self
+            .links
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Arc::clone(links.entry(peer).or_default())
+    }
+
+    /// The open link to `peer`, or a new one if it has none or its last one failed.
+    async fn link(&self, peer: SocketAddr) -> Result<Arc<Link>, PeerError> {
+        let slot = self.slot(peer);
+        let mut held = slot.lock().await;
+        if let Some(link) = held.as_ref().filter(|link| !link.has_failed()) {
+            return Ok(Arc::clone(link));
+        }
+        *held = None;
+        let link = tokio::time::timeout(self.timeout, self.connect(peer))
+            .await
+            .map_err(|_| unreachable(peer, "connect timed out"))??;
+        *held = Some(Arc::clone(&link));
+        Ok(link)
+    }
+
+    async fn connect(&self, peer: SocketAddr) -> Result<Arc<Link>, PeerError> {
+        let mut stream = TcpStream::connect(peer)
+            .await
+            .map_err(|error| unreachable(peer, error))?;
+        let _ = stream.set_nodelay(true);
+        wire::write_preamble(&mut stream, self.timeout)
+            .await
+            .map_err(|error| unreachable(peer, error))?;
+        if let Some(secret) = &self.secret {
+            peer_link::connect(&mut stream, secret, HANDSHAKE_LABEL, self.timeout)
+                .await
+                .map_err(|error| unreachable(peer, error))?;
+        }
+        let (sink, answers) = Frames::new(stream, DEFAULT_MAX_FRAME_BYTES).split();
+        let link = Arc::new(Link {
+            peer,
+            timeout: self.timeout,
+            frames: tokio::sync::Mutex::new(sink),
+            state: Mutex::default(),
+            reader: Mutex::default(),
+        });
+        let reader = tokio::spawn(read_answers(Arc::downgrade(&link), answers, self.timeout));
+        *link.reader.lock().unwrap_or_else(|p| p.into_inner()) = Some(reader.abort_handle());
+        Ok(link)
+    }
+
+    /// Sends `copy` to `peer` with whatever else waits for it; its answer.
+    async fn copy(&self, peer: SocketAddr, copy: CopyItem) -> Result<(), PeerError> {
+        let link = self.link(peer).await?;
+        let (answer_tx, answer) = oneshot::channel();
+        {
+            let mut state = link.state();
+            if let Some(reason) = &state.failed {
+                return Err(unreachable(peer, reason));
+            }
+            if state.waiting.len() >= MAX_COPIES_WAITING {
+                return Err(unreachable(peer, "too many copies waiting for it"));
+            }
+            state.waiting.push((copy, answer_tx));
+            if !std::mem::replace(&mut state.copies_in_flight, true) {
+                link.send_waiting_copies(state);
+            }
+        }
+        // Behind the message on the wire (and, under load, a few more), each bounded by
+        // the link's timeout; past this the copy counts as failed, and may still arrive
+        // (as any call that timed out may).
+        match tokio::time::timeout(self.timeout * 4, answer).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(unreachable(peer, "the copy was dropped")),
+            Err(_) => Err(unreachable(peer, "no answer in time")),
+        }
+    }
+
+    /// Asks `peer` one thing; its reply.
+    async fn call(&self, peer: SocketAddr, ask: Ask) -> Result<Reply, PeerError> {
+        let link = self.link(peer).await?;
+        let (reply_tx, reply) = oneshot::channel();
+        {
+            let state = link.state();
+            if let Some(reason) = &state.failed {
+                return Err(unreachable(peer, reason));
+            }
+            link.send(state, Pending::One(reply_tx), ask);
+        }
+        match tokio::time::timeout(self.timeout * 2, reply).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => Err(unreachable(peer, "the call was dropped")),
+            Err(_) => Err(unreachable(peer, "no answer in time")),
+        }
+    }
+}
+
+impl Link {
+    fn state(&self) -> MutexGuard<'_, LinkState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn has_failed(&self) -> bool {
+        self.state().failed.is_some()
+    }
+
+    /// Sends the copies waiting, as one message (as many as one may carry); if none are
+    /// left (their callers gave up), the next copy sends itself.
+    fn send_waiting_copies(self: &Arc<Self>, mut state: MutexGuard<'_, LinkState>) {
+        // Copies whose caller gave up (its request's deadline passed) are not sent.
+        state.waiting.retain(|(_, answer)| !answer.is_closed());
+        let (mut count, mut bytes) = (0, 0);
+        for (copy, _) in &state.waiting {
+            if count == MAX_COPIES_PER_MESSAGE
+                || (count > 0 && bytes + copy.payload_len() > MAX_COPY_BYTES_PER_MESSAGE)
+            {
+                break;
+            }
+            count += 1;
+            bytes += copy.payload_len();
+        }
+        if count == 0 {
+            state.copies_in_flight = false;
+            return;
+        }
+        let (copies, answers): (Vec<CopyItem>, Vec<CopyAnswer>) =
+            state.waiting.drain(..count).unzip();
+        self.send(state, Pending::Copies(answers), Ask::Copies(copies));
+    }
+
+    /// Numbers `ask`, records what waits for its answer, and writes it in a task of its
+    /// own (whoever called may give up; the frame is still written whole).
+    fn send(self: &Arc<Self>, mut state: MutexGuard<'_, LinkState>, pending: Pending, ask: Ask) {
+        let id = state.next_id;
+        state.next_id += 1;
+        state.pending.insert(id, (pending, Instant::now()));
+        drop(state);
+        let link = Arc::clone(self);
+        tokio::spawn(async move {
+            let written = tokio::time::timeout(link.timeout, async {
+                link.frames.lock().await.send(Call { id, ask }).await
+            })
+            .await;
+            match written {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => link.fail(&error),
+                Err(_) => link.fail("writing timed out"),
+            }
+        });
+    }
+
+    /// Hands `reply` to what waits for call `id`; after a message of copies, sends the
+    /// copies that came meanwhile.
+    fn answered(self: &Arc<Self>, id: u64, reply: Reply) {
+        let mut state = self.state();
+        let Some((pending, _)) = state.pending.remove(&id) else {
+            return; // the link failed meanwhile, and told its caller so
+        };
+        match (pending, reply) {
+            (Pending::Copies(answers), Reply::Copies(results)) => {
+                self.send_waiting_copies(state);
+                let peer = self.peer;
+                if results.len() == answers.len() {
+                    for (answer, result) in answers.into_iter().zip(results) {
+                        let _ = answer
+                            .send(result.map_err(|refusal| PeerError::Refused { peer, refusal }));
+                    }
+                } else {
+                    for answer in answers {
+                        let _ = answer.send(Err(unreachable(peer, "answers missing")));
+                    }
+                }
+            }
+            (Pending::One(answer), reply @ (Reply::Fetch(_) | Reply::Delete(_))) => {
+                drop(state);
+                let _ = answer.send(Ok(reply));
+            }
+            (pending, _) => {
+                state.pending.insert(id, (pending, Instant::now()));
+                drop(state);
+                self.fail("an answer of the wrong kind");
+            }
+        }
+    }
+
+    /// Whether a call has waited for its answer longer than the timeout.
+    fn overdue(&self) -> bool {
+        self.state()
+            .pending
+            .values()
+            .any(|(_, sent)| sent.elapsed() > self.timeout)
+    }
+
+    /// Fails every call on the link, sent or waiting; the next call opens a new one.
+    fn fail(&self, reason: impl ToString) {
+        let reason = reason.to_string();
+        let (pending, waiting) = {
+            let mut state = self.state();
+            if state.failed.is_some() {
+                return;
+            }
+            state.failed = Some(reason.clone());
+            (
+                std::mem::take(&mut state.pending),
+                std::mem::take(&mut state.waiting),
+            )
+        };
+        tracing::debug!(peer = %self.peer, %reason, "peer link failed");
+        if let Some(reader) = self.reader.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            reader.abort();
+        }
+        let failed = || unreachable(self.peer, &reason);
+        for (pending, _) in pending.into_values() {
+            match pending {
+                Pending::Copies(answers) => {
+                    for answer in answers {
+                        let _ = answer.send(Err(failed()));
+                    }
+                }
+                Pending::One(answer) => {
+                    let _ = answer.send(Err(failed()));
+                }
+            }
+        }
+        for (_, answer) in waiting {
+            let _ = answer.send(Err(failed()));
+        }
+    }
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.state();
+        f.debug_struct("Link")
+            .field("peer", &self.peer)
+            .field("pending", &state.pending.len())
+            .field("waiting", &state.waiting.len())
+            .field("failed", &state.failed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        if let Some(reader) = self.reader.get_mut().ok().and_then(Option::take) {
+            reader.abort();
+        }
+    }
+}
+
+/// Reads `link`'s answers until it fails, or a call waits past the timeout, or the link
+/// is dropped.
+async fn read_answers(link: Weak<Link>, mut answers: SplitStream<Frames>, timeout: Duration) {
+    // Checked at least this often, so a peer that stops answering fails its link
+    // within twice the timeout.
+    let tick = timeout.max(Duration::from_millis(10));
+    loop {
+        let next = tokio::time::timeout(tick, answers.next()).await;
+        let Some(link) = link.upgrade() else { return };
+        match next {
+            Ok(Some(Ok(Answer { id, reply }))) => link.answered(id, reply),
+            Ok(Some(Err(error))) => return link.fail(error),
+            Ok(None) => return link.fail("the peer closed the connection"),
+            Err(_) if link.overdue() => return link.fail("no answer in time"),
+            Err(_) => {}
+        }
+    }
+}
+
+impl PeerTransport for TcpTransport {
+    async fn replicate(&self, peer: SocketAddr, copy: SessionCopy) -> Result<(), PeerError> {
+        self.copy(peer, CopyItem::Whole(copy)).await
+    }
+
+    async fn replicate_delta(&self, peer: SocketAddr, copy: DeltaCopy) -> Result<(), PeerError> {
+        self.copy(peer, CopyItem::Delta(copy)).await
+    }
+
+    async fn fetch(
+        &self,
+        peer: SocketAddr,
+        session: SessionId,
+    ) -> Result<Option<SessionCopy>, PeerError> {
+        match self.call(peer, Ask::Fetch(session)).await? {
+            Reply::Fetch(copy) => Ok(copy),
+            _ => Err(unreachable(peer, "an answer of the wrong kind")),
+        }
+    }
+
+    async fn delete(&self, peer: SocketAddr, session: SessionId) -> Result<bool, PeerError> {
+        match self.call(peer, Ask::Delete(session)).await? {
+            Reply::Delete(held) => Ok(held),
+            _ => Err(unreachable(peer, "an answer of the wrong kind")),
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! The answering side of peer links: a listener, and a handler per connection that
+//! answers its calls in order, inline (the work is a replica's: decode, check, store).
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{FutureExt, SinkExt, StreamExt};
+use scone_rpc::codec::{Transport, DEFAULT_MAX_FRAME_BYTES};
+use scone_rpc::peer_link::{self, LinkSecret};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, mpsc, Semaphore};
+
+use super::wire::{self, Answer, Ask, Call, Reply};
+use super::HANDSHAKE_LABEL;
+use crate::replica::Replica;
+
+/// Most peer connections served at once.
+const MAX_PEER_CONNECTIONS: usize = 256;
+
+/// How long a connection without a cluster secret has to send its preamble.
+const PREAMBLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves `replica` to peers on `listener` until `shutdown` completes; then closes the
+/// peer connections and returns once their handlers have stopped. Peers need no secret:
+/// see [`serve_peers_with_secret`].
+pub async fn serve_peers(
+    listener: TcpListener,
+    replica: Replica,
+    shutdown: impl Future,
+) -> io::Result<()> {
+    serve(listener, replica, None, shutdown).await
+}
+
+/// [`serve_peers`], answering only peers that prove they hold `secret` (within
+/// `timeout`); a connection that does not is closed before any call is read.
+pub async fn serve_peers_with_secret(
+    listener: TcpListener,
+    replica: Replica,
+    secret: LinkSecret,
+    timeout: Duration,
+    shutdown: impl Future,
+) -> io::Result<()> {
+    serve(listener, replica, Some((secret, timeout)), shutdown).await
+}
+
+async fn serve(
+    listener: TcpListener,
+    replica: Replica,
+    secret: Option<(LinkSecret, Duration)>,
+    shutdown: impl Future,
+) -> io::Result<()> {
+    let permits = Arc::new(Semaphore::new(MAX_PEER_CONNECTIONS));
+    let (stop_tx, _) = broadcast::channel::<()>(1);
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&permits).acquire_owned() => permit.map_err(io::Error::other)?,
+            _ = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "peer accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let (replica, mut stop, done) = (replica.clone(), stop_tx.subscribe(), done_tx.clone());
+        let secret = secret.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                served = serve_connection(stream, &replica, secret) => match served {
+                    Ok(()) => tracing::debug!(%peer, "peer connection closed"),
+                    Err(error) => tracing::warn!(%peer, %error, "peer connection failed"),
+                },
+                _ = stop.recv() => {}
+            }
+            drop((permit, done));
+        });
+    }
+    drop(stop_tx);
+    drop(done_tx);
+    let _ = done_rx.recv().await;
+    Ok(())
+}
+
+/// Checks the preamble (and the secret, if any), then answers calls until the peer
+/// closes the connection.
+async fn serve_connection(
+    mut stream: TcpStream,
+    replica: &Replica,
+    secret: Option<(LinkSecret, Duration)>,
+) -> io::Result<()> {
+    let timeout = secret
+        .as_ref()
+        .map_or(PREAMBLE_TIMEOUT, |(_, timeout)| *timeout);
+    wire::read_preamble(&mut stream, timeout).await?;
+    if let Some((secret, timeout)) = &secret {
+        peer_link::accept(&mut stream, secret, HANDSHAKE_LABEL, *timeout)
+            .await
+            .map_err(|error| {
+                io::Error::new(
+                    error.kind(),
+                    format!(
+                        "the peer did not prove the cluster secret ({HANDSHAKE_LABEL}): {error}"
+                    ),
+                )
+            })?;
+    }
+    let mut frames = Transport::<_, Call, Answer>::new(stream, DEFAULT_MAX_FRAME_BYTES);
+    while let Some(call) = frames.next().await {
+        frames.feed(answer(replica, call?)).await?;
+        // Calls that came together are answered with one write.
+        while let Some(Some(call)) = frames.next().now_or_never() {
+            frames.feed(answer(replica, call?)).await?;
+        }
+        frames.flush().await?;
+    }
+    Ok(())
+}
+
+fn answer(replica: &Replica, Call { id, ask }: Call) -> Answer {
+    let reply = match ask {
+        Ask::Copies(copies) => Reply::Copies(
+            copies
+                .into_iter()
+                .map(|copy| replica.accept_item(copy))
+                .collect(),
+        ),
+        Ask::Fetch(session) => Reply::Fetch(replica.fetch(&session)),
+        Ask::Delete(session) => Reply::Delete(replica.delete(&session)),
+    };
+    Answer { id, reply }
+}
