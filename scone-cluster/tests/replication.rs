@@ -585,13 +585,15 @@ async fn a_read_never_shows_a_change_that_another_line_replaces() {
     let committed = other.routing().version_id();
     // And a refused commit's version 2, of another line from version 1, is left on the
     // outsider: one that loses the order to the committed one (the order is by digest).
-    let (refused, copy) = (0..64)
+    // The committed digest is random: it is below all of n candidates with chance 1/(n + 1),
+    // so n is large (usually the first or second is taken).
+    let (refused, copy) = (0..DIGEST_CANDIDATES)
         .map(|n| {
             let attempt = format!("refused-{n}");
             uncommitted_v2(&key, &session, &v1, &["apple", attempt.as_str()])
         })
         .find(|(scone, _)| VersionId::of(scone).digest < committed.digest)
-        .expect("one of 64 digests is lower");
+        .expect("one of the candidates' digests is lower");
     let transport = TcpTransport::new(std::time::Duration::from_secs(2));
     bounded(transport.replicate(outsider.member.peer, copy))
         .await
@@ -633,6 +635,10 @@ async fn a_read_never_shows_a_change_that_another_line_replaces() {
     stop_all(nodes).await;
 }
 
+/// How many versions a test mints to find one whose digest is above (or below) a digest
+/// it does not choose: the search fails with chance 1 in `DIGEST_CANDIDATES + 1`.
+const DIGEST_CANDIDATES: usize = 4096;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_copy_of_an_attempt_the_client_gave_up_on_never_replaces_its_retry() {
     let (key, nodes, mut client, v1) = an_apple_at_version_1().await;
@@ -655,13 +661,13 @@ async fn a_late_copy_of_an_attempt_the_client_gave_up_on_never_replaces_its_retr
     // The paused node wakes and runs attempt 0: its version 2, of another line from
     // version 1, reaches the owners late. One that wins the (version, digest) order, so
     // that only the attempt's number can tell it apart.
-    let (late, copy) = (0..64)
+    let (late, copy) = (0..DIGEST_CANDIDATES)
         .map(|n| {
             let attempt = format!("gave-up-{n}");
             uncommitted_v2(&key, &session, &v1, &["apple", attempt.as_str()])
         })
         .find(|(scone, _)| VersionId::of(scone).digest > retry.digest)
-        .expect("one of 64 digests is higher");
+        .expect("one of the candidates' digests is higher");
     let copy = SessionCopy {
         ballot: Some(token.ballot()),
         ..copy
