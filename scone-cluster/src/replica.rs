@@ -41,6 +41,9 @@ pub struct DeltaCopy {
     pub delta: Vec<u8>,
     /// The new encoding after its state (the signature).
     pub tail: Vec<u8>,
+    /// The version it makes: what the rebuilt SCONE must be, digest and all, on a node
+    /// that takes it on trust (without checking the signature).
+    pub id: VersionId,
     /// The request that made it.
     pub ballot: Option<Ballot>,
 }
@@ -76,6 +79,7 @@ impl DeltaCopy {
             head: encoded[..state.start].to_vec(),
             delta: delta.to_vec(),
             tail: encoded[state.end..].to_vec(),
+            id: VersionId::of(minted),
             ballot,
         }
     }
@@ -164,6 +168,8 @@ pub struct Replica {
     max_scone_bytes: usize,
     /// How to apply a delta to a held state, if this node takes deltas.
     applier: Option<DeltaApplier>,
+    /// Whether copies from members (on a sealed link) are kept without a signature check.
+    trusts_members: bool,
 }
 
 impl Replica {
@@ -178,7 +184,24 @@ impl Replica {
             max_scone_bytes: config.max_scone_bytes,
             verifier: Arc::new(Verifier::new(keys).with_config(config)),
             applier: None,
+            trusts_members: false,
         }
+    }
+
+    /// Keeps copies that come from members of the cluster (on a link sealed with the
+    /// cluster secret) without checking their signatures; copies from anywhere else are
+    /// checked as before.
+    ///
+    /// Every member holds the service's signing keys (each is the primary of some
+    /// sessions), so a member could sign whatever it sent anyway; with every message of
+    /// the link sealed, nothing else can reach the replica. What the check still caught
+    /// is a member's mistake, such as a SCONE signed with a key this node no longer
+    /// trusts. Without a cluster secret no link is sealed and every copy is checked.
+    /// Deltas taken on trust must still rebuild the very SCONE the primary made (its
+    /// digest is in the copy), or the whole copy is asked for.
+    pub fn trusting_members(mut self) -> Self {
+        self.trusts_members = true;
+        self
     }
 
     /// Takes deltas as well as whole copies, applying them with `apply`
@@ -197,28 +220,50 @@ impl Replica {
     /// Keeps `copy`, whole or a delta (see [`accept`](Self::accept),
     /// [`accept_delta`](Self::accept_delta)).
     pub fn accept_item(&self, copy: CopyItem) -> Result<(), ReplicaRefusal> {
+        self.accept_item_from(copy, false)
+    }
+
+    /// [`accept_item`](Self::accept_item), for a copy that came on a sealed link from a
+    /// member if `from_member`: then, if this replica is
+    /// [`trusting_members`](Self::trusting_members), its signature is not checked.
+    pub fn accept_item_from(
+        &self,
+        copy: CopyItem,
+        from_member: bool,
+    ) -> Result<(), ReplicaRefusal> {
+        let on_trust = from_member && self.trusts_members;
         match copy {
-            CopyItem::Whole(copy) => self.accept(copy),
-            CopyItem::Delta(copy) => self.accept_delta(copy),
+            CopyItem::Whole(copy) => self.accept_whole(copy, on_trust),
+            CopyItem::Delta(copy) => self.accept_delta_from(copy, on_trust),
         }
     }
 
     /// Keeps the version `copy` makes of the one held, if this node holds the version
     /// it applies to and the rebuilt SCONE verifies; see [`DeltaCopy`].
     pub fn accept_delta(&self, copy: DeltaCopy) -> Result<(), ReplicaRefusal> {
+        self.accept_delta_from(copy, false)
+    }
+
+    fn accept_delta_from(&self, copy: DeltaCopy, on_trust: bool) -> Result<(), ReplicaRefusal> {
         let ballot = copy.ballot;
         let kept = self
-            .rebuild(copy)
+            .rebuild(copy, on_trust)
             .and_then(|(scone, lineage)| self.keep(scone, lineage, ballot));
-        match &kept {
-            Ok(()) => bump(&self.counters.copies_kept),
-            Err(_) => bump(&self.counters.copies_refused),
-        }
+        self.count(&kept, on_trust);
         kept
     }
 
-    /// The SCONE `copy` makes of the held version, verified, and its lineage.
-    fn rebuild(&self, copy: DeltaCopy) -> Result<(Scone, Lineage), ReplicaRefusal> {
+    fn count(&self, kept: &Result<(), ReplicaRefusal>, on_trust: bool) {
+        match kept {
+            Ok(()) if on_trust => bump(&self.counters.copies_kept_on_trust),
+            Ok(()) => bump(&self.counters.copies_kept),
+            Err(_) => bump(&self.counters.copies_refused),
+        }
+    }
+
+    /// The SCONE `copy` makes of the held version, verified (or, `on_trust`, the very
+    /// one the primary made: its digest), and its lineage.
+    fn rebuild(&self, copy: DeltaCopy, on_trust: bool) -> Result<(Scone, Lineage), ReplicaRefusal> {
         let apply = self.applier.ok_or(ReplicaRefusal::OutOfStep)?;
         let held = self
             .store
@@ -233,7 +278,13 @@ impl Replica {
         encoded.extend_from_slice(&copy.tail);
         // Not what the primary signed (a state type that encodes another way here, say):
         // the whole copy is asked for, and verified the same way.
-        let scone = self.verified(encoded).ok_or(ReplicaRefusal::OutOfStep)?;
+        let scone = match on_trust {
+            true => Scone::decode_with_limit(encoded, self.max_scone_bytes)
+                .ok()
+                .filter(|scone| VersionId::of(scone) == copy.id),
+            false => self.verified(encoded),
+        }
+        .ok_or(ReplicaRefusal::OutOfStep)?;
         if SessionId::of(&scone) != copy.session {
             return Err(ReplicaRefusal::Untrusted);
         }
@@ -265,6 +316,10 @@ impl Replica {
     /// retried copy, or a re-replication pass's copy to a node that holds it already):
     /// it is known by its digest, without checking its signature again.
     pub fn accept(&self, copy: SessionCopy) -> Result<(), ReplicaRefusal> {
+        self.accept_whole(copy, false)
+    }
+
+    fn accept_whole(&self, copy: SessionCopy, on_trust: bool) -> Result<(), ReplicaRefusal> {
         let SessionCopy {
             scone,
             lineage,
@@ -281,15 +336,12 @@ impl Replica {
             bump(&self.counters.copies_held_already);
             return Ok(());
         }
-        let kept = if self.verifies(copy.scone()) {
+        let kept = if on_trust || self.verifies(copy.scone()) {
             self.keep_held(copy)
         } else {
             Err(ReplicaRefusal::Untrusted)
         };
-        match &kept {
-            Ok(()) => bump(&self.counters.copies_kept),
-            Err(_) => bump(&self.counters.copies_refused),
-        }
+        self.count(&kept, on_trust);
         kept
     }
 

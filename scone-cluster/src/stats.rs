@@ -89,6 +89,9 @@ counters! {
     /// Copies from peers of the very version this node held already (known by digest,
     /// answered without a signature check): retries, and re-replication passes.
     copies_held_already,
+    /// Copies kept without a signature check: they came on a sealed link from a member,
+    /// and this node trusts members (`NodeConfig::trust_members`).
+    copies_kept_on_trust,
 }
 
 /// Adds one to `counter`.

@@ -25,8 +25,10 @@
 //!     peer_link::accept(&mut a, &secret, "my-protocol v1", limit),
 //!     peer_link::connect(&mut b, &secret, "my-protocol v1", limit),
 //! );
-//! accepted?;
-//! connected?; // both ends now know the other holds `secret`
+//! let (mut seal, _) = connected?.split(); // both ends now know the other holds `secret`
+//! let (_, mut open) = accepted?.split();
+//! let tag = seal.seal(b"hello");
+//! assert!(open.open(b"hello", &tag).is_ok());
 //! # Ok(()) }
 //! ```
 //!
@@ -35,9 +37,14 @@
 //!   printed, wiped on drop), and [`LinkSecretError`].
 //! - [`connect`] / [`accept`]: the handshake (keyed blake3 MACs over fresh nonces from
 //!   both ends), and its wire format.
+//! - [`LinkKeys`]: what the handshake gives each end to seal the messages it sends and
+//!   open those it reads, for protocols that need each message authenticated (a link
+//!   whose peers trust what arrives on it), not only the connection.
 
 mod handshake;
+mod sealing;
 mod secret;
 
 pub use handshake::{accept, connect};
+pub use sealing::{LinkKeys, OpeningKey, SealingKey, Tag, TamperedMessage};
 pub use secret::{LinkSecret, LinkSecretError};

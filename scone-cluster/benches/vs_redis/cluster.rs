@@ -40,6 +40,7 @@ impl Cluster {
         key: &SigningKey,
         replicas: usize,
         batching: Option<scone_cluster::Batching>,
+        trust_members: bool,
         workers: usize,
     ) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -71,6 +72,10 @@ impl Cluster {
                 batching,
                 ..ClusterConfig::default()
             },
+            // Members that trust each other need their links sealed with a secret.
+            secret: trust_members
+                .then(|| scone_rpc::peer_link::LinkSecret::generate().expect("a cluster secret")),
+            trust_members,
             ..NodeConfig::default()
         };
         let entered = runtime.enter();

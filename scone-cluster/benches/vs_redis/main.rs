@@ -153,7 +153,7 @@ async fn run(settings: Settings, clusters: Vec<(Mode, Vec<SocketAddr>)>) {
     let mut targets: Vec<(Mode, Target)> = Vec::new();
     for &mode in &settings.modes {
         let target = match mode {
-            Mode::Scone | Mode::SconeK0 | Mode::SconeBatched => {
+            Mode::Scone | Mode::SconeK0 | Mode::SconeBatched | Mode::SconeTrusted => {
                 let seeds = clusters
                     .iter()
                     .find(|(m, _)| *m == mode)
@@ -251,13 +251,23 @@ fn main() {
         .modes
         .iter()
         .filter_map(|&mode| match mode {
-            Mode::Scone => Some((mode, Cluster::start(&key, 1, None, settings.node_workers))),
-            Mode::SconeK0 => Some((mode, Cluster::start(&key, 0, None, settings.node_workers))),
+            Mode::Scone => Some((
+                mode,
+                Cluster::start(&key, 1, None, false, settings.node_workers),
+            )),
+            Mode::SconeK0 => Some((
+                mode,
+                Cluster::start(&key, 0, None, false, settings.node_workers),
+            )),
+            Mode::SconeTrusted => Some((
+                mode,
+                Cluster::start(&key, 1, None, true, settings.node_workers),
+            )),
             Mode::SconeBatched => {
                 let batching = Some(BATCHING);
                 Some((
                     mode,
-                    Cluster::start(&key, 1, batching, settings.node_workers),
+                    Cluster::start(&key, 1, batching, false, settings.node_workers),
                 ))
             }
             _ => None,

@@ -14,15 +14,17 @@ pub enum Mode {
     RedisUnpipelined,
     SconeK0,
     SconeBatched,
+    SconeTrusted,
 }
 
 impl Mode {
-    const ALL: [Mode; 5] = [
+    const ALL: [Mode; 6] = [
         Mode::Scone,
         Mode::Redis,
         Mode::RedisUnpipelined,
         Mode::SconeK0,
         Mode::SconeBatched,
+        Mode::SconeTrusted,
     ];
 
     pub fn name(self) -> &'static str {
@@ -32,6 +34,7 @@ impl Mode {
             Mode::RedisUnpipelined => "redis-unpipelined",
             Mode::SconeK0 => "scone-k0",
             Mode::SconeBatched => "scone-batched",
+            Mode::SconeTrusted => "scone-trusted",
         }
     }
 
@@ -81,7 +84,7 @@ impl Settings {
             .collect();
         assert!(
             !modes.is_empty(),
-            "VS_REDIS_MODES={only:?} names no mode (scone, redis, redis-unpipelined, scone-k0, scone-batched)"
+            "VS_REDIS_MODES={only:?} names no mode (scone, redis, redis-unpipelined, scone-k0, scone-batched, scone-trusted)"
         );
         let mut scale_sessions: Vec<u64> = std::env::var("VS_REDIS_SCALE_SESSIONS")
             .unwrap_or_else(|_| "100000,1000000".into())

@@ -17,6 +17,7 @@ use scone_cluster::{
 use scone_rpc::envelope::{
     Outcome, Refusal, RequestEnvelope, ResponseEnvelope, WireScones, ENVELOPE_VERSION,
 };
+use scone_rpc::peer_link::LinkSecret;
 use scone_rpc::SconeLayer;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -104,13 +105,29 @@ pub fn start_node_with(
     config: ClusterConfig,
     setup: impl FnOnce(Replica) -> Replica,
 ) -> Node {
+    start_node_sealed(listeners, me, membership, key, config, None, setup)
+}
+
+/// [`start_node_with`], its peer links sealed with `secret` if there is one.
+pub fn start_node_sealed(
+    listeners: (TcpListener, TcpListener),
+    me: Member,
+    membership: StaticMembership,
+    key: &SigningKey,
+    config: ClusterConfig,
+    secret: Option<LinkSecret>,
+    setup: impl FnOnce(Replica) -> Replica,
+) -> Node {
     let service = cart::service_id().unwrap();
     let keys = KeyRing::for_service(service, [key.public_key()]).unwrap();
     let replica = setup(Replica::new(SessionStore::new(10_000), keys));
     let placement = ClusterPlacement::new(
         me.clone(),
         replica.clone(),
-        TcpTransport::new(Duration::from_secs(2)),
+        match &secret {
+            Some(secret) => TcpTransport::new(Duration::from_secs(2)).with_secret(secret.clone()),
+            None => TcpTransport::new(Duration::from_secs(2)),
+        },
         membership,
         config,
     );
@@ -129,11 +146,20 @@ pub fn start_node_with(
         .await;
         served
     });
-    let peers = tokio::spawn(scone_cluster::serve_peers(
-        peer,
-        replica.clone(),
-        peer_stop_rx,
-    ));
+    let peers = match secret {
+        Some(secret) => tokio::spawn(scone_cluster::serve_peers_with_secret(
+            peer,
+            replica.clone(),
+            secret,
+            Duration::from_secs(2),
+            peer_stop_rx,
+        )),
+        None => tokio::spawn(scone_cluster::serve_peers(
+            peer,
+            replica.clone(),
+            peer_stop_rx,
+        )),
+    };
     Node {
         member: me,
         replica,

@@ -22,10 +22,28 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::LinkSecret;
+use super::{LinkKeys, LinkSecret};
 
 const CLIENT: &[u8] = b" client";
 const SERVER: &[u8] = b" server";
+/// The roles of the keys that seal messages after the handshake (never sent), the same
+/// length as the proofs' roles.
+const CLIENT_TO_SERVER: &[u8] = b" c-to-s";
+const SERVER_TO_CLIENT: &[u8] = b" s-to-c";
+
+/// The two directions' keys for the link whose nonces were `n_a` (the acceptor's) and
+/// `n_c`.
+fn directions(
+    secret: &LinkSecret,
+    label: &str,
+    n_a: &[u8; 32],
+    n_c: &[u8; 32],
+) -> ([u8; 32], [u8; 32]) {
+    (
+        *mac(secret, label, CLIENT_TO_SERVER, n_a, n_c).as_bytes(),
+        *mac(secret, label, SERVER_TO_CLIENT, n_a, n_c).as_bytes(),
+    )
+}
 
 fn mac(
     secret: &LinkSecret,
@@ -70,7 +88,8 @@ async fn bounded<T>(
 }
 
 /// The accepting end of the handshake on `io`: returns once the peer has proved it holds
-/// `secret` for `label` (and has been given this end's proof), all within `limit`.
+/// `secret` for `label` (and has been given this end's proof), all within `limit`, with
+/// this end's keys for sealing the link's messages (which a protocol may use or not).
 ///
 /// # Errors
 /// [`PermissionDenied`](io::ErrorKind::PermissionDenied) if the peer's proof is wrong (a
@@ -81,7 +100,7 @@ pub async fn accept<Io>(
     secret: &LinkSecret,
     label: &str,
     limit: Duration,
-) -> io::Result<()>
+) -> io::Result<LinkKeys>
 where
     Io: AsyncRead + AsyncWrite + Unpin,
 {
@@ -98,13 +117,16 @@ where
         }
         io.write_all(mac(secret, label, SERVER, &theirs, &ours).as_bytes())
             .await?;
-        io.flush().await
+        io.flush().await?;
+        let (client_to_server, server_to_client) = directions(secret, label, &ours, &theirs);
+        Ok(LinkKeys::new(server_to_client, client_to_server))
     })
     .await
 }
 
 /// The connecting end of the handshake on `io`: returns once the peer has proved it
-/// holds `secret` for `label`, within `limit`.
+/// holds `secret` for `label`, within `limit`, with this end's keys for sealing the
+/// link's messages.
 ///
 /// # Errors
 /// As [`accept`]'s.
@@ -113,7 +135,7 @@ pub async fn connect<Io>(
     secret: &LinkSecret,
     label: &str,
     limit: Duration,
-) -> io::Result<()>
+) -> io::Result<LinkKeys>
 where
     Io: AsyncRead + AsyncWrite + Unpin,
 {
@@ -131,7 +153,8 @@ where
         if mac(secret, label, SERVER, &ours, &theirs) != blake3::Hash::from(tag) {
             return Err(refused(label));
         }
-        Ok(())
+        let (client_to_server, server_to_client) = directions(secret, label, &theirs, &ours);
+        Ok(LinkKeys::new(client_to_server, server_to_client))
     })
     .await
 }
@@ -145,7 +168,7 @@ mod tests {
     async fn run(
         server: (LinkSecret, &str),
         client: (LinkSecret, &str),
-    ) -> (io::Result<()>, io::Result<()>) {
+    ) -> (io::Result<LinkKeys>, io::Result<LinkKeys>) {
         let (mut a, mut b) = tokio::io::duplex(256);
         let limit = Duration::from_secs(5);
         tokio::join!(
@@ -211,6 +234,25 @@ mod tests {
             mac(&secret, LABEL, SERVER, &n_c, &n_a)
         );
         acceptor.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn each_end_opens_what_the_other_sealed_and_not_its_own() {
+        let secret = LinkSecret::from_bytes([7; 32]);
+        let (server, client) = run((secret.clone(), LABEL), (secret, LABEL)).await;
+        let (mut server_seal, mut server_open) = server.unwrap().split();
+        let (mut client_seal, mut client_open) = client.unwrap().split();
+        let up = client_seal.seal(b"request");
+        assert!(server_open.open(b"request", &up).is_ok());
+        let down = server_seal.seal(b"answer");
+        assert!(client_open.open(b"answer", &down).is_ok());
+        // Another link's keys (fresh nonces) open nothing of this one's.
+        let secret = LinkSecret::from_bytes([7; 32]);
+        let (other, _) = run((secret.clone(), LABEL), (secret, LABEL)).await;
+        let (_, mut other_open) = other.unwrap().split();
+        let mut client_seal_again = client_seal;
+        let next = client_seal_again.seal(b"request");
+        assert!(other_open.open(b"request", &next).is_err());
     }
 
     #[tokio::test(start_paused = true)]

@@ -83,6 +83,20 @@ pub(crate) fn nodes(
             profile.replicas.to_string(),
         ]
         .into();
+        if profile.trusted {
+            let secret = key_file.with_file_name("cluster.secret");
+            if !secret.exists() {
+                // 32 bytes in hex, the same on every node.
+                let bytes: Vec<u8> = (0..32).map(|_| port_rng.u8(..)).collect();
+                let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                std::fs::write(&secret, hex).context("writing the cluster secret")?;
+            }
+            args.extend([
+                "--cluster-secret-file".into(),
+                secret.display().to_string(),
+                "--trust-members".into(),
+            ]);
+        }
         // Every other node's gossip is a seed: a node restarted joins through any.
         for (other, other_ports) in all_ports.iter().enumerate() {
             if other != index {

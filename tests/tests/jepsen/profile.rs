@@ -24,6 +24,9 @@ pub(crate) struct Profile {
     pub(crate) budget: Duration,
     /// The client's attempt timeout (`ClusterClientConfig::attempt_timeout`).
     pub(crate) attempt_timeout: Duration,
+    /// Whether the nodes' peer links are sealed with a cluster secret and the nodes take
+    /// each other's copies on trust (`--trust-members`).
+    pub(crate) trusted: bool,
 }
 
 impl Profile {
@@ -38,6 +41,7 @@ impl Profile {
             max_faults: 1,
             budget: Duration::from_secs(150),
             attempt_timeout: ClusterClientConfig::default().attempt_timeout,
+            trusted: false,
         }
     }
 
@@ -52,10 +56,12 @@ impl Profile {
             max_faults: 2,
             budget: Duration::from_secs(900),
             attempt_timeout: ClusterClientConfig::default().attempt_timeout,
+            trusted: false,
         }
     }
 
-    /// `JEPSEN_PROFILE` (`short` or `long`), `JEPSEN_ROUNDS` and `JEPSEN_ATTEMPT_MS`.
+    /// `JEPSEN_PROFILE` (`short` or `long`), `JEPSEN_ROUNDS`, `JEPSEN_ATTEMPT_MS` and
+    /// `JEPSEN_TRUSTED` (`1`: sealed links, members trusted).
     pub(crate) fn from_env() -> anyhow::Result<Self> {
         let mut profile = match std::env::var("JEPSEN_PROFILE").as_deref() {
             Err(_) | Ok("") | Ok("short") => Self::short(),
@@ -75,6 +81,11 @@ impl Profile {
                 .with_context(|| format!("JEPSEN_ATTEMPT_MS={ms:?} is not a number"))?;
             profile.attempt_timeout = Duration::from_millis(ms.max(1));
         }
+        profile.trusted = match std::env::var("JEPSEN_TRUSTED").as_deref() {
+            Err(_) | Ok("") | Ok("0") => false,
+            Ok("1") => true,
+            Ok(other) => bail!("JEPSEN_TRUSTED={other:?}: expected 0 or 1"),
+        };
         anyhow::ensure!(
             profile.max_faults <= profile.replicas && profile.replicas < profile.nodes,
             "a profile may fault at most k nodes at once, and needs more than k nodes"
@@ -111,6 +122,9 @@ pub(crate) fn replay(seed: u64, profile: &Profile) -> String {
     }
     if profile.attempt_timeout != default.attempt_timeout {
         env += &format!(" JEPSEN_ATTEMPT_MS={}", profile.attempt_timeout.as_millis());
+    }
+    if profile.trusted {
+        env += " JEPSEN_TRUSTED=1";
     }
     format!("JEPSEN_SEED={seed}{env} cargo test -p tests --test jepsen -- --nocapture")
 }

@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use scone_rpc::codec::{Transport, DEFAULT_MAX_FRAME_BYTES};
-use scone_rpc::peer_link::{self, LinkSecret};
+use scone_rpc::peer_link::{self, LinkSecret, OpeningKey, SealingKey};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
-use super::wire::{self, Answer, Ask, Call, Reply};
+use super::wire::{self, Answer, Ask, Call, Frame, Reply};
 use super::{
     HANDSHAKE_LABEL, MAX_COPIES_PER_MESSAGE, MAX_COPIES_WAITING, MAX_COPY_BYTES_PER_MESSAGE,
 };
@@ -51,14 +51,15 @@ struct Link {
     peer: SocketAddr,
     timeout: Duration,
     /// Written only by the tasks [`Link::send`] spawns, so a caller that gives up never
-    /// leaves half a frame on the wire.
-    frames: tokio::sync::Mutex<SplitSink<Frames, Call>>,
+    /// leaves half a frame on the wire; with the key that seals each frame as it goes
+    /// out (in the order frames go out), on a sealed link.
+    frames: tokio::sync::Mutex<(SplitSink<Frames, Frame>, Option<SealingKey>)>,
     state: Mutex<LinkState>,
     /// Reads the answers; stopped when the link is dropped.
     reader: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
-type Frames = Transport<TcpStream, Answer, Call>;
+type Frames = Transport<TcpStream, Frame, Frame>;
 
 #[derive(Debug, Default)]
 struct LinkState {
@@ -135,20 +136,30 @@ impl TcpTransport {
         wire::write_preamble(&mut stream, self.timeout)
             .await
             .map_err(|error| unreachable(peer, error))?;
-        if let Some(secret) = &self.secret {
-            peer_link::connect(&mut stream, secret, HANDSHAKE_LABEL, self.timeout)
-                .await
-                .map_err(|error| unreachable(peer, error))?;
-        }
+        let (sealing, opening) = match &self.secret {
+            Some(secret) => {
+                let keys = peer_link::connect(&mut stream, secret, HANDSHAKE_LABEL, self.timeout)
+                    .await
+                    .map_err(|error| unreachable(peer, error))?;
+                let (sealing, opening) = keys.split();
+                (Some(sealing), Some(opening))
+            }
+            None => (None, None),
+        };
         let (sink, answers) = Frames::new(stream, DEFAULT_MAX_FRAME_BYTES).split();
         let link = Arc::new(Link {
             peer,
             timeout: self.timeout,
-            frames: tokio::sync::Mutex::new(sink),
+            frames: tokio::sync::Mutex::new((sink, sealing)),
             state: Mutex::default(),
             reader: Mutex::default(),
         });
-        let reader = tokio::spawn(read_answers(Arc::downgrade(&link), answers, self.timeout));
+        let reader = tokio::spawn(read_answers(
+            Arc::downgrade(&link),
+            answers,
+            opening,
+            self.timeout,
+        ));
         *link.reader.lock().unwrap_or_else(|p| p.into_inner()) = Some(reader.abort_handle());
         Ok(link)
     }
@@ -244,7 +255,10 @@ impl Link {
         let link = Arc::clone(self);
         tokio::spawn(async move {
             let written = tokio::time::timeout(link.timeout, async {
-                link.frames.lock().await.send(Call { id, ask }).await
+                let (frames, sealing) = &mut *link.frames.lock().await;
+                frames
+                    .send(Frame::seal(&Call { id, ask }, sealing.as_mut())?)
+                    .await
             })
             .await;
             match written {
@@ -356,13 +370,19 @@ impl Drop for Link {
 
 /// Reads `link`'s answers until it fails, or a call waits past the timeout, or the link
 /// is dropped.
-async fn read_answers(link: Weak<Link>, mut answers: SplitStream<Frames>, timeout: Duration) {
+async fn read_answers(
+    link: Weak<Link>,
+    mut answers: SplitStream<Frames>,
+    mut opening: Option<OpeningKey>,
+    timeout: Duration,
+) {
     // Checked at least this often, so a peer that stops answering fails its link
     // within twice the timeout.
     let tick = timeout.max(Duration::from_millis(10));
     loop {
         let next = tokio::time::timeout(tick, answers.next()).await;
         let Some(link) = link.upgrade() else { return };
+        let next = next.map(|frame| frame.map(|frame| frame?.open(opening.as_mut())));
         match next {
             Ok(Some(Ok(Answer { id, reply }))) => link.answered(id, reply),
             Ok(Some(Err(error))) => return link.fail(error),

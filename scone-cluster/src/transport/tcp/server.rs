@@ -12,7 +12,7 @@ use scone_rpc::peer_link::{self, LinkSecret};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc, Semaphore};
 
-use super::wire::{self, Answer, Ask, Call, Reply};
+use super::wire::{self, Answer, Ask, Call, Frame, Reply};
 use super::HANDSHAKE_LABEL;
 use crate::replica::Replica;
 
@@ -102,36 +102,46 @@ async fn serve_connection(
         .as_ref()
         .map_or(PREAMBLE_TIMEOUT, |(_, timeout)| *timeout);
     wire::read_preamble(&mut stream, timeout).await?;
-    if let Some((secret, timeout)) = &secret {
-        peer_link::accept(&mut stream, secret, HANDSHAKE_LABEL, *timeout)
-            .await
-            .map_err(|error| {
-                io::Error::new(
-                    error.kind(),
-                    format!(
-                        "the peer did not prove the cluster secret ({HANDSHAKE_LABEL}): {error}"
-                    ),
-                )
-            })?;
-    }
-    let mut frames = Transport::<_, Call, Answer>::new(stream, DEFAULT_MAX_FRAME_BYTES);
-    while let Some(call) = frames.next().await {
-        frames.feed(answer(replica, call?)).await?;
+    let (mut sealing, mut opening) = match &secret {
+        Some((secret, timeout)) => {
+            let keys = peer_link::accept(&mut stream, secret, HANDSHAKE_LABEL, *timeout)
+                .await
+                .map_err(|error| {
+                    io::Error::new(
+                        error.kind(),
+                        format!(
+                            "the peer did not prove the cluster secret ({HANDSHAKE_LABEL}): {error}"
+                        ),
+                    )
+                })?;
+            let (sealing, opening) = keys.split();
+            (Some(sealing), Some(opening))
+        }
+        None => (None, None),
+    };
+    // On a sealed link, every message is one a holder of the cluster secret sent.
+    let from_member = opening.is_some();
+    let mut frames = Transport::<_, Frame, Frame>::new(stream, DEFAULT_MAX_FRAME_BYTES);
+    while let Some(frame) = frames.next().await {
+        let mut frame = Some(frame);
         // Calls that came together are answered with one write.
-        while let Some(Some(call)) = frames.next().now_or_never() {
-            frames.feed(answer(replica, call?)).await?;
+        while let Some(next) = frame.take() {
+            let call = next?.open(opening.as_mut())?;
+            let answer = answer(replica, call, from_member);
+            frames.feed(Frame::seal(&answer, sealing.as_mut())?).await?;
+            frame = frames.next().now_or_never().flatten();
         }
         frames.flush().await?;
     }
     Ok(())
 }
 
-fn answer(replica: &Replica, Call { id, ask }: Call) -> Answer {
+fn answer(replica: &Replica, Call { id, ask }: Call, from_member: bool) -> Answer {
     let reply = match ask {
         Ask::Copies(copies) => Reply::Copies(
             copies
                 .into_iter()
-                .map(|copy| replica.accept_item(copy))
+                .map(|copy| replica.accept_item_from(copy, from_member))
                 .collect(),
         ),
         Ask::Fetch(session) => Reply::Fetch(replica.fetch(&session)),
