@@ -68,23 +68,26 @@
 //! k = 1 every session is on two nodes, so a cluster of n nodes each holding S sessions
 //! keeps n·S/2 sessions.
 //!
-//! **What it showed** on the 2-core machine it was written on (noisy): Redis's
-//! replicated write at p50 55 to 100 µs and 100k to 120k updates/s. The SCONE cluster
-//! with k = 1 at p50 about 190 µs (1.9x Redis in the same run) and 35k updates/s (0.36x),
-//! 47 µs of server CPU per update against Redis's 9. Earlier, with one peer message per
-//! copy, it was 0.27x; copies that wait while a message is on the wire now share the next
-//! one. The same cluster with k = 0 (`scone-k0`): 0.8x Redis's p50 and 0.9x to 1.0x its
-//! throughput, so the copy is what costs. Of the copy, the peer's signature check is
-//! about 50 µs of p50 and a third of the throughput gap (measured by switching it off,
-//! which the product does not do: a peer verifies every copy), the rest the peer round
-//! trip (tarpc request and response, wakeups across runtimes). With batched replication
-//! (`scone-batched`, which replies before the copy is made, so a weaker guarantee than
-//! `WAIT`): 0.9x Redis's p50 and 0.7x its throughput.
+//! **What it showed** on the 2-core machine it was written on (noisy; Redis's replicated
+//! write at p50 55 to 145 µs and 54k to 120k updates/s from day to day, so only ratios
+//! from one run mean anything). The SCONE cluster with k = 1 (`scone`): p50 1.7x Redis's,
+//! throughput 0.5x, about 60 µs of server CPU per update against Redis's 15. Each copy
+//! costs the peer a signature check (about 35 µs alone) and a round trip whose latency is
+//! mostly thread wakeups: `copy_round_trip` times one copy at about 80 µs with the check
+//! skipped across a runtime's two threads, and 18 µs on one. The same cluster with k = 0
+//! (`scone-k0`): 0.8x Redis's p50 and 1.6x its throughput, so the copy is what costs.
+//! With members trusted (`scone-trusted`: sealed peer links, no signature check on the
+//! secondary): 1.3x and 0.75x. With batched replication (`scone-batched`, which replies
+//! before the copy is made, so a weaker guarantee than `WAIT`): 0.85x and 1.2x. Before
+//! the cluster's own peer protocol (tarpc on the peer link) the default was at 2.1 to
+//! 2.8x and 0.34 to 0.45x.
 //!
 //! Settings (environment): `VS_REDIS_MODES` (default `scone,redis`; also
 //! `redis-unpipelined`, `scone-k0`, the same cluster with k = 0, to see what the copy
-//! costs, and `scone-batched`, the cluster with batched replication every 2 ms or 64
-//! changes: replies before the copy, so not the same guarantee as Redis's `WAIT`), `VS_REDIS_CALLS`, `VS_REDIS_SECS`, `VS_REDIS_ROUNDS`, `VS_REDIS_CONNECTIONS`,
+//! costs, `scone-batched`, the cluster with batched replication every 2 ms or 64
+//! changes: replies before the copy, so not the same guarantee as Redis's `WAIT`, and
+//! `scone-trusted`, the cluster with a secret and `NodeConfig::trust_members`),
+//! `VS_REDIS_CALLS`, `VS_REDIS_SECS`, `VS_REDIS_ROUNDS`, `VS_REDIS_CONNECTIONS`,
 //! `VS_REDIS_NODE_WORKERS`, `VS_REDIS_SCALE`, `VS_REDIS_SCALE_SESSIONS`,
 //! `VS_REDIS_SCALE_GROUP`. Progress goes to stderr, tables and the ratio to stdout. Every
 //! await is bounded.
