@@ -89,21 +89,30 @@ async fn a_connection_that_speaks_another_protocol_is_closed_before_any_call() {
 }
 
 /// A peer that takes the connection and then never answers (a paused process): each
-/// call fails within a few timeouts, and the next call opens a new connection rather
-/// than queueing behind the dead one.
+/// call fails within a few timeouts, the connection is closed (so the peer, if it comes
+/// back, does not keep it), and the next call opens a new connection rather than
+/// queueing behind the dead one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_stops_answering_fails_its_calls_in_time_and_the_next_call_reconnects() {
     let key = SigningKey::generate().unwrap();
     let listener = loopback().await;
     let peer = listener.local_addr().unwrap();
     let connections = Arc::new(AtomicUsize::new(0));
-    let counted = Arc::clone(&connections);
+    let closed = Arc::new(AtomicUsize::new(0));
+    let (counted, closings) = (Arc::clone(&connections), Arc::clone(&closed));
     let silent = tokio::spawn(async move {
-        let mut held = Vec::new();
         loop {
-            let (stream, _) = listener.accept().await.unwrap();
+            let (mut stream, _) = listener.accept().await.unwrap();
             counted.fetch_add(1, Ordering::SeqCst);
-            held.push(stream); // read nothing, answer nothing, close nothing
+            // Read everything, answer nothing, close nothing: see whether the caller
+            // closes its end once it gives up on the link.
+            let closings = Arc::clone(&closings);
+            tokio::spawn(async move {
+                let mut sink = Vec::new();
+                if let Ok(_read) = stream.read_to_end(&mut sink).await {
+                    closings.fetch_add(1, Ordering::SeqCst);
+                }
+            });
         }
     });
     let timeout = Duration::from_millis(200);
@@ -126,6 +135,15 @@ async fn a_peer_that_stops_answering_fails_its_calls_in_time_and_the_next_call_r
         connections.load(Ordering::SeqCst) >= 2,
         "a failed link is replaced by a new connection"
     );
+    // Every connection is closed, the last too, though no call came to replace it and
+    // the transport is still in use.
+    bounded(async {
+        while closed.load(Ordering::SeqCst) < connections.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    drop(transport);
     silent.abort();
 }
 

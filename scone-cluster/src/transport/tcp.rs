@@ -17,8 +17,8 @@
 //! alter, inject or replay a message on the way. That is what lets a replica
 //! [trust members](crate::Replica::trusting_members) and skip their copies' signature
 //! checks. Without a secret, a stranger who guesses a session's 128-bit endpoint ID can
-//! read its SCONE: run the peer port on the cluster's private network. The links are not
-//! encrypted.
+//! read its SCONE, or end the session: run the peer port on the cluster's private
+//! network. The links are not encrypted.
 //!
 //! # Layout
 //! - `wire`: the messages, and the preamble a connection opens with (which names the
@@ -43,6 +43,18 @@ pub const MAX_COPIES_PER_MESSAGE: usize = 256;
 
 /// Most SCONE bytes in one message to a peer (a frame holds 1 MiB).
 const MAX_COPY_BYTES_PER_MESSAGE: usize = 512 * 1024;
+
+/// Turns on TCP keepalive, so a peer that vanished without closing the connection (a
+/// machine lost, a network cut) is found within a few minutes, on an idle link too, and
+/// its connection and slot are freed; links to live peers stay open however idle.
+fn keep_alive(stream: &tokio::net::TcpStream) {
+    let probes = socket2::TcpKeepalive::new()
+        .with_time(std::time::Duration::from_secs(30))
+        .with_interval(std::time::Duration::from_secs(10));
+    if let Err(error) = socket2::SockRef::from(stream).set_tcp_keepalive(&probes) {
+        tracing::debug!(%error, "could not turn on TCP keepalive on a peer link");
+    }
+}
 
 /// Most copies waiting for one peer; past it, a copy fails at once (the peer is slow or
 /// gone: the placement tries another) rather than growing the queue.

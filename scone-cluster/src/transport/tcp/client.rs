@@ -133,6 +133,7 @@ impl TcpTransport {
             .await
             .map_err(|error| unreachable(peer, error))?;
         let _ = stream.set_nodelay(true);
+        super::keep_alive(&stream);
         wire::write_preamble(&mut stream, self.timeout)
             .await
             .map_err(|error| unreachable(peer, error))?;
@@ -254,13 +255,14 @@ impl Link {
         drop(state);
         let link = Arc::clone(self);
         tokio::spawn(async move {
-            let written = tokio::time::timeout(link.timeout, async {
-                let (frames, sealing) = &mut *link.frames.lock().await;
-                frames
-                    .send(Frame::seal(&Call { id, ask }, sealing.as_mut())?)
-                    .await
-            })
-            .await;
+            // Behind the frames before it (each bounded alike), then bounded itself.
+            let mut writer = link.frames.lock().await;
+            let (frames, sealing) = &mut *writer;
+            let written = match Frame::seal(&Call { id, ask }, sealing.as_mut()) {
+                Ok(frame) => tokio::time::timeout(link.timeout, frames.send(frame)).await,
+                Err(error) => Ok(Err(error)),
+            };
+            drop(writer);
             match written {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => link.fail(&error),
@@ -311,8 +313,9 @@ impl Link {
             .any(|(_, sent)| sent.elapsed() > self.timeout)
     }
 
-    /// Fails every call on the link, sent or waiting; the next call opens a new one.
-    fn fail(&self, reason: impl ToString) {
+    /// Fails every call on the link, sent or waiting, and closes it; the next call
+    /// opens a new one.
+    fn fail(self: &Arc<Self>, reason: impl ToString) {
         let reason = reason.to_string();
         let (pending, waiting) = {
             let mut state = self.state();
@@ -329,6 +332,12 @@ impl Link {
         if let Some(reader) = self.reader.lock().unwrap_or_else(|p| p.into_inner()).take() {
             reader.abort();
         }
+        // So the peer sees the connection end, rather than keep it until its idle timeout.
+        let link = Arc::clone(self);
+        tokio::spawn(async move {
+            let closing = async { link.frames.lock().await.0.close().await };
+            let _ = tokio::time::timeout(link.timeout, closing).await;
+        });
         let failed = || unreachable(self.peer, &reason);
         for (pending, _) in pending.into_values() {
             match pending {
@@ -379,9 +388,18 @@ async fn read_answers(
     // Checked at least this often, so a peer that stops answering fails its link
     // within twice the timeout.
     let tick = timeout.max(Duration::from_millis(10));
+    let mut checked = Instant::now();
     loop {
         let next = tokio::time::timeout(tick, answers.next()).await;
         let Some(link) = link.upgrade() else { return };
+        // Also while answers keep coming: a peer that answers some calls and not others
+        // (or falls ever further behind) fails its link too.
+        if checked.elapsed() > tick {
+            checked = Instant::now();
+            if link.overdue() {
+                return link.fail("no answer in time");
+            }
+        }
         let next = next.map(|frame| frame.map(|frame| frame?.open(opening.as_mut())));
         match next {
             Ok(Some(Ok(Answer { id, reply }))) => link.answered(id, reply),

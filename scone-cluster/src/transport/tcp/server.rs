@@ -22,6 +22,9 @@ const MAX_PEER_CONNECTIONS: usize = 256;
 /// How long a connection without a cluster secret has to send its preamble.
 const PREAMBLE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long an answer may wait for the peer to read it.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves `replica` to peers on `listener` until `shutdown` completes; then closes the
 /// peer connections and returns once their handlers have stopped. Peers need no secret:
 /// see [`serve_peers_with_secret`].
@@ -72,6 +75,7 @@ async fn serve(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        super::keep_alive(&stream);
         let (replica, mut stop, done) = (replica.clone(), stop_tx.subscribe(), done_tx.clone());
         let secret = secret.clone();
         tokio::spawn(async move {
@@ -122,18 +126,38 @@ async fn serve_connection(
     // On a sealed link, every message is one a holder of the cluster secret sent.
     let from_member = opening.is_some();
     let mut frames = Transport::<_, Frame, Frame>::new(stream, DEFAULT_MAX_FRAME_BYTES);
+    // A peer that vanishes without closing the connection is found by TCP keepalive
+    // (`super::keep_alive`), which ends this read with an error.
     while let Some(frame) = frames.next().await {
         let mut frame = Some(frame);
         // Calls that came together are answered with one write.
+        let mut failed = None;
         while let Some(next) = frame.take() {
-            let call = next?.open(opening.as_mut())?;
-            let answer = answer(replica, call, from_member);
-            frames.feed(Frame::seal(&answer, sealing.as_mut())?).await?;
+            let call = match next.and_then(|frame| frame.open(opening.as_mut())) {
+                Ok(call) => call,
+                Err(error) => {
+                    failed = Some(error);
+                    break;
+                }
+            };
+            let answer = Frame::seal(&answer(replica, call, from_member), sealing.as_mut())?;
+            bounded_write(frames.feed(answer)).await?;
             frame = frames.next().now_or_never().flatten();
         }
-        frames.flush().await?;
+        // Answers to calls already carried out go out even if a later frame was bad.
+        bounded_write(frames.flush()).await?;
+        if let Some(error) = failed {
+            return Err(error);
+        }
     }
     Ok(())
+}
+
+/// `write`, or an error if the peer does not take it in time (it stopped reading).
+async fn bounded_write(write: impl Future<Output = io::Result<()>>) -> io::Result<()> {
+    tokio::time::timeout(WRITE_TIMEOUT, write)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the peer stopped reading"))?
 }
 
 fn answer(replica: &Replica, Call { id, ask }: Call, from_member: bool) -> Answer {

@@ -162,7 +162,7 @@ mod tests {
     /// What the MACs are for, on a replica that takes members' copies without checking
     /// their signatures: a message altered on the way (here, for another well-formed
     /// call), or an honest one replayed, is never answered nor kept, and the link is
-    /// closed.
+    /// closed (after answering the calls before it, which were carried out).
     #[tokio::test]
     async fn an_altered_or_replayed_frame_on_a_sealed_link_is_not_taken() {
         let service = ServiceId::new("cart").unwrap();
@@ -200,12 +200,16 @@ mod tests {
             tag: honest.tag,
             message: honest.message.clone(),
         };
-        link.0.send(honest).await.unwrap();
-        let answer = next_answer(&mut link).await.unwrap();
+        // The same frame again right behind it, in one write: a replay. The first call's
+        // answer still comes (it was carried out), then the link is closed.
+        link.0.feed(honest).await.unwrap();
+        link.0.feed(replay).await.unwrap();
+        link.0.flush().await.unwrap();
+        let answer = next_answer(&mut link)
+            .await
+            .expect("the honest call's answer");
         assert!(matches!(answer.reply, Reply::Copies(ref kept) if kept == &[Ok(())]));
         assert_eq!(replica.store().len(), 1);
-        // The same frame again: a replay.
-        link.0.send(replay).await.unwrap();
         assert!(
             next_answer(&mut link).await.is_none(),
             "a replay is not answered"
