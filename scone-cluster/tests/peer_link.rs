@@ -1,6 +1,7 @@
 //! The peer link over TCP on 127.0.0.1: a connection of another protocol is closed
 //! before any call, a peer that stops answering fails its calls in time and the next
-//! call connects anew, and callers that give up mid-call leave the link usable.
+//! call connects anew, callers that give up mid-call leave the link usable, and a
+//! replica that trusts members does so only on links sealed with the cluster secret.
 
 mod common;
 
@@ -12,33 +13,10 @@ use common::*;
 use examples::cart;
 use scone::{Draft, EndpointId, Minter, SigningKey};
 use scone_cluster::{
-    PeerError, PeerTransport, Replica, SessionCopy, SessionId, SessionStore, TcpTransport,
+    PeerError, PeerTransport, ReplicaRefusal, SessionCopy, SessionId, TcpTransport,
 };
+use scone_rpc::peer_link::LinkSecret;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A replica trusting `key` for the cart, served on a loopback port until the sender
-/// is dropped or fires.
-async fn served_replica(
-    key: &SigningKey,
-) -> (
-    Replica,
-    std::net::SocketAddr,
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<std::io::Result<()>>,
-) {
-    let keys =
-        scone::KeyRing::for_service(cart::service_id().unwrap(), [key.public_key()]).unwrap();
-    let replica = Replica::new(SessionStore::new(1_000), keys);
-    let listener = loopback().await;
-    let peer = listener.local_addr().unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let served = tokio::spawn(scone_cluster::serve_peers(
-        listener,
-        replica.clone(),
-        stop_rx,
-    ));
-    (replica, peer, stop_tx, served)
-}
 
 /// A copy of a new cart session, endpoint `n`, signed by `key`.
 fn copy_of_session(key: &SigningKey, n: u16) -> SessionCopy {
@@ -62,7 +40,9 @@ fn session_of(copy: &SessionCopy) -> SessionId {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_that_speaks_another_protocol_is_closed_before_any_call() {
     let key = SigningKey::generate().unwrap();
-    let (replica, peer, stop, served) = served_replica(&key).await;
+    let replica = cart_replica(&key, 1_000);
+    let served = ServedReplica::start(&replica, None).await;
+    let peer = served.addr;
     for opening in [
         &b"scone-cluster/2\n"[..],
         // What a node of the tarpc-framed protocol sent first: a frame's length.
@@ -84,8 +64,7 @@ async fn a_connection_that_speaks_another_protocol_is_closed_before_any_call() {
     let session = session_of(&copy);
     bounded(transport.replicate(peer, copy)).await.unwrap();
     assert!(replica.store().get(&session).is_some());
-    let _ = stop.send(());
-    bounded(served).await.unwrap().unwrap();
+    served.stop().await;
 }
 
 /// A peer that takes the connection and then never answers (a paused process): each
@@ -153,7 +132,9 @@ async fn a_peer_that_stops_answering_fails_its_calls_in_time_and_the_next_call_r
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callers_that_give_up_mid_call_leave_the_link_usable() {
     let key = SigningKey::generate().unwrap();
-    let (replica, peer, stop, served) = served_replica(&key).await;
+    let replica = cart_replica(&key, 1_000);
+    let served = ServedReplica::start(&replica, None).await;
+    let peer = served.addr;
     let transport = TcpTransport::new(Duration::from_secs(2));
     bounded(transport.replicate(peer, copy_of_session(&key, 0)))
         .await
@@ -169,6 +150,60 @@ async fn callers_that_give_up_mid_call_leave_the_link_usable() {
     assert!(replica.store().get(&session).is_some());
     let fetched = bounded(transport.fetch(peer, session)).await.unwrap();
     assert!(fetched.is_some());
-    let _ = stop.send(());
-    bounded(served).await.unwrap().unwrap();
+    served.stop().await;
+}
+
+/// A trusting replica checks every copy that does not come on a sealed link: served
+/// without a secret, it refuses a copy signed by a key it does not trust; served with
+/// one, strangers do not get through at all, and only members' copies skip the check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trust_is_only_for_sealed_links() {
+    let trusted = SigningKey::generate().unwrap();
+    let foreign = SigningKey::generate().unwrap();
+    let replica = cart_replica(&trusted, 100).trusting_members();
+    let timeout = std::time::Duration::from_secs(2);
+
+    // No secret: nothing is sealed, so the signature is checked.
+    let open = ServedReplica::start(&replica, None).await;
+    let open_addr = open.addr;
+    let anyone = TcpTransport::new(timeout);
+    let planted = bounded(anyone.replicate(open_addr, copy_of_session(&foreign, 1))).await;
+    assert!(
+        matches!(
+            planted,
+            Err(PeerError::Refused {
+                refusal: ReplicaRefusal::Untrusted,
+                ..
+            })
+        ),
+        "{planted:?}"
+    );
+    bounded(anyone.replicate(open_addr, copy_of_session(&trusted, 2)))
+        .await
+        .unwrap();
+    assert_eq!(replica.store().len(), 1);
+
+    // With a secret: a stranger is refused at connect; a member's copy skips the check.
+    let secret = LinkSecret::from_bytes([3; 32]);
+    let sealed = ServedReplica::start(&replica, Some(secret.clone())).await;
+    let sealed_addr = sealed.addr;
+    let stranger = TcpTransport::new(timeout).with_secret(LinkSecret::from_bytes([4; 32]));
+    let planted = bounded(stranger.replicate(sealed_addr, copy_of_session(&foreign, 3))).await;
+    assert!(
+        matches!(planted, Err(PeerError::Unreachable { .. })),
+        "{planted:?}"
+    );
+    assert_eq!(replica.store().len(), 1);
+    let member = TcpTransport::new(timeout).with_secret(secret);
+    bounded(member.replicate(sealed_addr, copy_of_session(&foreign, 4)))
+        .await
+        .unwrap();
+    assert_eq!(
+        replica.store().len(),
+        2,
+        "a member's copy is kept on trust, whoever signed it"
+    );
+
+    open.stop().await;
+    sealed.stop().await;
 }

@@ -864,26 +864,35 @@ async fn sessions_that_lost_a_copy_are_copied_again_without_a_request() {
     node_c.stop().await;
 }
 
-/// Cart nodes of one cluster, each taking deltas or not.
-async fn nodes_taking_deltas<const N: usize>(key: &SigningKey, deltas: [bool; N]) -> [Node; N] {
+/// Cart nodes of one cluster, each taking deltas or not; with `trusted`, on links sealed
+/// with a cluster secret and trusting each other (`Replica::trusting_members`).
+async fn nodes_taking_deltas<const N: usize>(
+    key: &SigningKey,
+    deltas: [bool; N],
+    trusted: bool,
+) -> [Node; N] {
+    let secret = trusted.then(|| scone_rpc::peer_link::LinkSecret::from_bytes([9; 32]));
     let (listeners, members) = members(N).await;
     let membership = StaticMembership::new(members.clone());
     let mut listeners = listeners.into_iter();
     let mut members = members.into_iter();
     deltas.map(|deltas| {
         let (listeners, me) = (listeners.next().unwrap(), members.next().unwrap());
-        start_node_with(
+        start_node_sealed(
             listeners,
             me,
             membership.clone(),
             key,
             ClusterConfig::default(),
-            |replica| {
+            secret.clone(),
+            |mut replica| {
                 if deltas {
-                    replica.with_deltas(scone_rpc::state::apply_delta::<cart::CartState>)
-                } else {
-                    replica
+                    replica = replica.with_deltas(scone_rpc::state::apply_delta::<cart::CartState>);
                 }
+                if trusted {
+                    replica = replica.trusting_members();
+                }
+                replica
             },
         )
     })
@@ -894,8 +903,20 @@ async fn nodes_taking_deltas<const N: usize>(key: &SigningKey, deltas: [bool; N]
 /// copy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secondary_in_step_gets_a_delta_and_rebuilds_the_signed_scone() {
+    deltas_rebuild_the_signed_scone(false).await;
+}
+
+/// The same between members that trust each other: nothing is checked against a
+/// signature, and still the secondary holds the very SCONE the primary signed, and a
+/// delta that does not rebuild it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusting_members_keep_deltas_unchecked_yet_byte_for_byte() {
+    deltas_rebuild_the_signed_scone(true).await;
+}
+
+async fn deltas_rebuild_the_signed_scone(trusted: bool) {
     let key = SigningKey::generate().unwrap();
-    let [node_a, node_b] = nodes_taking_deltas(&key, [true, true]).await;
+    let [node_a, node_b] = nodes_taking_deltas(&key, [true, true], trusted).await;
     let (a, b) = (node_a.member.clone(), node_b.member.clone());
 
     let mut client = TokenClient::new();
@@ -925,10 +946,17 @@ async fn a_secondary_in_step_gets_a_delta_and_rebuilds_the_signed_scone() {
 
     // A delta whose rebuilt SCONE the primary did not sign is refused, not kept.
     let held = node_b.replica.store().get(&session).unwrap();
-    let mut forged = scone_cluster::DeltaCopy::new(&primary, held.id(), &[], None);
-    forged.delta = postcard::to_allocvec(&scone_rpc::Delta::default()).unwrap();
-    forged.tail = vec![0; forged.tail.len()];
-    let refused = node_b.replica.accept_delta(forged);
+    let kept = node_b.placement.stats();
+    let (on_trust, checked) = (kept.copies_kept_on_trust, kept.copies_kept);
+    assert_eq!(
+        (on_trust, checked),
+        if trusted { (5, 0) } else { (0, 5) },
+        "every copy, whole or delta, kept on trust only between trusting members"
+    );
+    let forged = delta_that_does_not_rebuild(&primary, &held);
+    let refused = node_b
+        .replica
+        .accept_item_from(scone_cluster::CopyItem::Delta(forged), trusted);
     assert_eq!(refused, Err(ReplicaRefusal::OutOfStep));
     assert_eq!(
         node_b.replica.store().get(&session).unwrap().id(),
@@ -941,7 +969,7 @@ async fn a_secondary_in_step_gets_a_delta_and_rebuilds_the_signed_scone() {
 async fn a_secondary_that_cannot_apply_a_delta_gets_the_whole_copy() {
     let key = SigningKey::generate().unwrap();
     // B's replica has no delta applier: it takes whole copies only.
-    let [node_a, node_b] = nodes_taking_deltas(&key, [true, false]).await;
+    let [node_a, node_b] = nodes_taking_deltas(&key, [true, false], false).await;
     let a = node_a.member.clone();
     let mut client = TokenClient::new();
     client.add(a.rpc, "apple", 1).await.unwrap();
@@ -1017,17 +1045,9 @@ async fn a_node_back_after_a_failover_does_not_serve_its_stale_copy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copies_sent_together_are_each_answered_on_their_own() {
     let key = SigningKey::generate().unwrap();
-    let keys =
-        scone::KeyRing::for_service(cart::service_id().unwrap(), [key.public_key()]).unwrap();
-    let replica = scone_cluster::Replica::new(scone_cluster::SessionStore::new(1_000), keys);
-    let listener = loopback().await;
-    let peer = listener.local_addr().unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let served = tokio::spawn(scone_cluster::serve_peers(
-        listener,
-        replica.clone(),
-        stop_rx,
-    ));
+    let replica = cart_replica(&key, 1_000);
+    let served = ServedReplica::start(&replica, None).await;
+    let peer = served.addr;
     let transport = TcpTransport::new(std::time::Duration::from_secs(2));
     let minter = Minter::new(key);
     let copies = (0..100u16).map(|n| {
@@ -1060,6 +1080,5 @@ async fn copies_sent_together_are_each_answered_on_their_own() {
         }
     }
     assert_eq!(replica.store().len(), 90);
-    let _ = stop_tx.send(());
-    bounded(served).await.unwrap().unwrap();
+    served.stop().await;
 }

@@ -37,6 +37,8 @@
 //!   printed, wiped on drop), and [`LinkSecretError`].
 //! - [`connect`] / [`accept`]: the handshake (keyed blake3 MACs over fresh nonces from
 //!   both ends), and its wire format.
+//! - [`serve_connections`]: the accepting side's listener (bounded connections, a task
+//!   each, graceful shutdown), for a protocol's own handler.
 //! - [`LinkKeys`]: what the handshake gives each end to seal the messages it sends and
 //!   open those it reads, for protocols that need each message authenticated (a link
 //!   whose peers trust what arrives on it), not only the connection.
@@ -44,7 +46,9 @@
 mod handshake;
 mod sealing;
 mod secret;
+mod serve;
 
 pub use handshake::{accept, connect};
 pub use sealing::{LinkKeys, OpeningKey, SealingKey, Tag, TamperedMessage};
 pub use secret::{LinkSecret, LinkSecretError};
+pub use serve::serve_connections;

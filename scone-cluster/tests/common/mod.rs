@@ -277,3 +277,55 @@ pub fn outsider<'a>(nodes: &'a [Node], token: &RoutingToken) -> &'a Node {
         })
         .expect("a node outside the session's owners")
 }
+
+/// A replica of the cart trusting `key`, holding at most `sessions`.
+pub fn cart_replica(key: &SigningKey, sessions: usize) -> Replica {
+    let keys = KeyRing::for_service(cart::service_id().unwrap(), [key.public_key()]).unwrap();
+    Replica::new(SessionStore::new(sessions), keys)
+}
+
+/// A replica's peer server alone, on a fresh loopback port, its links sealed with a
+/// secret if it has one.
+pub struct ServedReplica {
+    pub addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl ServedReplica {
+    pub async fn start(replica: &Replica, secret: Option<LinkSecret>) -> Self {
+        let listener = loopback().await;
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let replica = replica.clone();
+        let task = match secret {
+            Some(secret) => tokio::spawn(scone_cluster::serve_peers_with_secret(
+                listener,
+                replica,
+                secret,
+                Duration::from_secs(2),
+                stopped,
+            )),
+            None => tokio::spawn(scone_cluster::serve_peers(listener, replica, stopped)),
+        };
+        Self { addr, stop, task }
+    }
+
+    /// Stops it and waits until it has.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        bounded(self.task).await.unwrap().unwrap();
+    }
+}
+
+/// A delta from `held` to `primary`'s version whose rebuilt SCONE is not the one the
+/// primary made (no fields changed, a zeroed signature).
+pub fn delta_that_does_not_rebuild(
+    primary: &scone::Scone,
+    held: &scone_cluster::Held,
+) -> scone_cluster::DeltaCopy {
+    let mut wrong = scone_cluster::DeltaCopy::new(primary, held.id(), &[], None);
+    wrong.delta = postcard::to_allocvec(&scone_rpc::Delta::default()).unwrap();
+    wrong.tail = vec![0; wrong.tail.len()];
+    wrong
+}

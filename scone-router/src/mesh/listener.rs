@@ -1,15 +1,14 @@
-//! Serving peers: accept (a permit first, bounding connections), prove the secret both
-//! ways, then answer the mesh calls until the peer leaves or shutdown.
+//! Serving peers (under `scone_rpc::peer_link::serve_connections`: a permit before each
+//! accept, bounding connections): prove the secret both ways, then answer the mesh calls
+//! until the peer leaves or shutdown.
 
 use std::future::Future;
 use std::io;
-use std::sync::Arc;
 
 use futures::StreamExt;
 use scone_rpc::codec::{Transport, DEFAULT_MAX_FRAME_BYTES};
 use tarpc::server::{BaseChannel, Channel};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{broadcast, mpsc, Semaphore};
 
 use super::store::MeshStore;
 use super::wire::Mesh;
@@ -24,46 +23,17 @@ impl MeshStore {
         let secret = config.secret.clone().ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidInput, "the mesh needs a secret")
         })?;
-        let permits = Arc::new(Semaphore::new(config.max_peer_connections.max(1)));
-        let (stop_tx, _) = broadcast::channel::<()>(1);
-        let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-        tokio::pin!(shutdown);
-        loop {
-            let permit = tokio::select! {
-                permit = Arc::clone(&permits).acquire_owned() => permit.map_err(io::Error::other)?,
-                _ = &mut shutdown => break,
-            };
-            let (stream, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        tracing::warn!(%error, "mesh accept failed");
-                        continue;
-                    }
-                },
-                _ = &mut shutdown => break,
-            };
-            let (store, secret, mut stop_rx, done) = (
-                self.clone(),
-                secret.clone(),
-                stop_tx.subscribe(),
-                done_tx.clone(),
-            );
-            let timeout = config.peer_timeout;
-            tokio::spawn(async move {
-                tokio::select! {
-                    served = serve(stream, store, &secret, timeout) => if let Err(error) = served {
-                        tracing::warn!(%peer, %error, "mesh connection refused or failed");
-                    },
-                    _ = stop_rx.recv() => {}
+        let timeout = config.peer_timeout;
+        let serving = |stream, peer: std::net::SocketAddr| {
+            let (store, secret) = (self.clone(), secret.clone());
+            async move {
+                if let Err(error) = serve(stream, store, &secret, timeout).await {
+                    tracing::warn!(%peer, %error, "mesh connection refused or failed");
                 }
-                drop((permit, done));
-            });
-        }
-        drop(stop_tx);
-        drop(done_tx);
-        let _ = done_rx.recv().await;
-        Ok(())
+            }
+        };
+        let connections = config.max_peer_connections;
+        scone_rpc::peer_link::serve_connections(listener, connections, shutdown, serving).await
     }
 }
 

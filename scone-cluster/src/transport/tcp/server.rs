@@ -1,16 +1,15 @@
-//! The answering side of peer links: a listener, and a handler per connection that
-//! answers its calls in order, inline (the work is a replica's: decode, check, store).
+//! The answering side of peer links: a handler per connection (under
+//! `scone_rpc::peer_link::serve_connections`) that answers its calls in order, inline
+//! (the work is a replica's: decode, check, store).
 
 use std::future::Future;
 use std::io;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, SinkExt, StreamExt};
 use scone_rpc::codec::{Transport, DEFAULT_MAX_FRAME_BYTES};
 use scone_rpc::peer_link::{self, LinkSecret};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{broadcast, mpsc, Semaphore};
 
 use super::wire::{self, Answer, Ask, Call, Frame, Reply};
 use super::HANDSHAKE_LABEL;
@@ -54,45 +53,18 @@ async fn serve(
     secret: Option<(LinkSecret, Duration)>,
     shutdown: impl Future,
 ) -> io::Result<()> {
-    let permits = Arc::new(Semaphore::new(MAX_PEER_CONNECTIONS));
-    let (stop_tx, _) = broadcast::channel::<()>(1);
-    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-    tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            permit = Arc::clone(&permits).acquire_owned() => permit.map_err(io::Error::other)?,
-            _ = &mut shutdown => break,
-        };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "peer accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
+    peer_link::serve_connections(listener, MAX_PEER_CONNECTIONS, shutdown, |stream, peer| {
         let _ = stream.set_nodelay(true);
         super::keep_alive(&stream);
-        let (replica, mut stop, done) = (replica.clone(), stop_tx.subscribe(), done_tx.clone());
-        let secret = secret.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                served = serve_connection(stream, &replica, secret) => match served {
-                    Ok(()) => tracing::debug!(%peer, "peer connection closed"),
-                    Err(error) => tracing::warn!(%peer, %error, "peer connection failed"),
-                },
-                _ = stop.recv() => {}
+        let (replica, secret) = (replica.clone(), secret.clone());
+        async move {
+            match serve_connection(stream, &replica, secret).await {
+                Ok(()) => tracing::debug!(%peer, "peer connection closed"),
+                Err(error) => tracing::warn!(%peer, %error, "peer connection failed"),
             }
-            drop((permit, done));
-        });
-    }
-    drop(stop_tx);
-    drop(done_tx);
-    let _ = done_rx.recv().await;
-    Ok(())
+        }
+    })
+    .await
 }
 
 /// Checks the preamble (and the secret, if any), then answers calls until the peer
