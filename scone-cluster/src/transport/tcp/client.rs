@@ -328,7 +328,7 @@ impl Link {
                 std::mem::take(&mut state.waiting),
             )
         };
-        tracing::debug!(peer = %self.peer, %reason, "peer link failed");
+        tracing::info!(peer = %self.peer, %reason, "peer link failed; the next call reconnects");
         if let Some(reader) = self.reader.lock().unwrap_or_else(|p| p.into_inner()).take() {
             reader.abort();
         }
