@@ -148,4 +148,4 @@ pub use crate::session::{RoutingToken, SessionId, TokenError};
 pub use crate::stats::{ClusterStats, NodeMetrics};
 pub use crate::store::{Held, SessionStore, Stored};
 pub use crate::transport::tcp::{serve_peers, serve_peers_with_secret, TcpTransport};
-pub use crate::transport::{PeerError, PeerTransport};
+pub use crate::transport::{LinkStats, PeerError, PeerTransport};

@@ -255,6 +255,10 @@ impl<T: PeerTransport, M: Membership> ClusterPlacement<T, M> {
         stats.recopy_short = own.recopy_short;
         stats.too_late = own.too_late;
         stats.confirmed_reads = own.confirmed_reads;
+        let links = self.inner.transport.link_stats();
+        stats.peer_links_opened = links.opened;
+        stats.peer_links_failed = links.failed;
+        stats.copy_messages = links.copy_messages;
         stats
     }
 }

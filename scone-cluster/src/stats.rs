@@ -92,6 +92,14 @@ counters! {
     /// Copies kept without a signature check: they came on a sealed link from a member,
     /// and this node trusts members (`NodeConfig::trust_members`).
     copies_kept_on_trust,
+    /// Connections to peers opened (the first to each, and each after one failed).
+    peer_links_opened,
+    /// Connections to peers that failed: the peer closed it, stopped answering, or broke
+    /// the protocol (a tampered message on a sealed link, say).
+    peer_links_failed,
+    /// Messages of copies sent to peers: `replications / copy_messages` is how many
+    /// copies share a message (copies that wait while one is on the wire go together).
+    copy_messages,
 }
 
 /// Adds one to `counter`.

@@ -33,6 +33,18 @@ pub enum PeerError {
     },
 }
 
+/// What a transport counts of its links (all zero for one that counts nothing).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LinkStats {
+    /// Connections to peers opened (each after the last one to that peer failed).
+    pub opened: u64,
+    /// Connections to peers that failed (closed, timed out, or broke the protocol).
+    pub failed: u64,
+    /// Messages of copies sent; copies sent over these is how many share one.
+    pub copy_messages: u64,
+}
+
 /// Calls to peers, by their peer address. Every call is bounded by the transport's
 /// own timeout.
 pub trait PeerTransport: Send + Sync + 'static {
@@ -64,4 +76,9 @@ pub trait PeerTransport: Send + Sync + 'static {
         peer: SocketAddr,
         session: SessionId,
     ) -> impl Future<Output = Result<bool, PeerError>> + Send;
+
+    /// Its links' counters so far.
+    fn link_stats(&self) -> LinkStats {
+        LinkStats::default()
+    }
 }

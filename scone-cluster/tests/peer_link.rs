@@ -114,6 +114,8 @@ async fn a_peer_that_stops_answering_fails_its_calls_in_time_and_the_next_call_r
         connections.load(Ordering::SeqCst) >= 2,
         "a failed link is replaced by a new connection"
     );
+    let links = transport.link_stats();
+    assert!(links.opened >= 2 && links.failed >= 2, "{links:?}");
     // Every connection is closed, the last too, though no call came to replace it and
     // the transport is still in use.
     bounded(async {

@@ -946,6 +946,12 @@ async fn deltas_rebuild_the_signed_scone(trusted: bool) {
 
     // A delta whose rebuilt SCONE the primary did not sign is refused, not kept.
     let held = node_b.replica.store().get(&session).unwrap();
+    let sent = node_a.placement.stats();
+    assert_eq!((sent.peer_links_opened, sent.peer_links_failed), (1, 0));
+    assert_eq!(
+        sent.copy_messages, 5,
+        "five changes one at a time: a message each"
+    );
     let kept = node_b.placement.stats();
     let (on_trust, checked) = (kept.copies_kept_on_trust, kept.copies_kept);
     assert_eq!(
@@ -1080,5 +1086,10 @@ async fn copies_sent_together_are_each_answered_on_their_own() {
         }
     }
     assert_eq!(replica.store().len(), 90);
+    // One connection, none failed, and at most a message per copy (far fewer when
+    // they wait while one is on the wire).
+    let links = transport.link_stats();
+    assert_eq!((links.opened, links.failed), (1, 0));
+    assert!((1..=100).contains(&links.copy_messages), "{links:?}");
     served.stop().await;
 }

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,7 @@ use super::{
 };
 use crate::replica::{CopyItem, DeltaCopy, SessionCopy};
 use crate::session::SessionId;
-use crate::transport::{PeerError, PeerTransport};
+use crate::transport::{LinkStats, PeerError, PeerTransport};
 
 /// Calls to peers over TCP: one connection per peer, opened on first use and again
 /// after it fails; every connect and call bounded by a timeout. Cloning shares it.
@@ -38,6 +39,15 @@ pub struct TcpTransport {
     timeout: Duration,
     /// The cluster secret peers prove they hold, if the cluster has one.
     secret: Option<LinkSecret>,
+    counters: Arc<LinkCounters>,
+}
+
+/// What [`TcpTransport::link_stats`](PeerTransport::link_stats) reports.
+#[derive(Debug, Default)]
+struct LinkCounters {
+    opened: AtomicU64,
+    failed: AtomicU64,
+    copy_messages: AtomicU64,
 }
 
 /// One peer's link, if open; locked while connecting.
@@ -55,6 +65,7 @@ struct Link {
     /// out (in the order frames go out), on a sealed link.
     frames: tokio::sync::Mutex<(SplitSink<Frames, Frame>, Option<SealingKey>)>,
     state: Mutex<LinkState>,
+    counters: Arc<LinkCounters>,
     /// Reads the answers; stopped when the link is dropped.
     reader: Mutex<Option<tokio::task::AbortHandle>>,
 }
@@ -95,6 +106,7 @@ impl TcpTransport {
             links: Arc::default(),
             timeout,
             secret: None,
+            counters: Arc::default(),
         }
     }
 
@@ -153,8 +165,10 @@ impl TcpTransport {
             timeout: self.timeout,
             frames: tokio::sync::Mutex::new((sink, sealing)),
             state: Mutex::default(),
+            counters: Arc::clone(&self.counters),
             reader: Mutex::default(),
         });
+        self.counters.opened.fetch_add(1, Ordering::Relaxed);
         let reader = tokio::spawn(read_answers(
             Arc::downgrade(&link),
             answers,
@@ -243,6 +257,7 @@ impl Link {
         }
         let (copies, answers): (Vec<CopyItem>, Vec<CopyAnswer>) =
             state.waiting.drain(..count).unzip();
+        self.counters.copy_messages.fetch_add(1, Ordering::Relaxed);
         self.send(state, Pending::Copies(answers), Ask::Copies(copies));
     }
 
@@ -323,6 +338,7 @@ impl Link {
                 return;
             }
             state.failed = Some(reason.clone());
+            self.counters.failed.fetch_add(1, Ordering::Relaxed);
             (
                 std::mem::take(&mut state.pending),
                 std::mem::take(&mut state.waiting),
@@ -435,6 +451,15 @@ impl PeerTransport for TcpTransport {
         match self.call(peer, Ask::Delete(session)).await? {
             Reply::Delete(held) => Ok(held),
             _ => Err(unreachable(peer, "an answer of the wrong kind")),
+        }
+    }
+
+    fn link_stats(&self) -> LinkStats {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        LinkStats {
+            opened: read(&self.counters.opened),
+            failed: read(&self.counters.failed),
+            copy_messages: read(&self.counters.copy_messages),
         }
     }
 }
