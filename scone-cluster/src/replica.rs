@@ -68,9 +68,16 @@ impl CopyItem {
 }
 
 impl DeltaCopy {
-    /// The copy of `minted`, made from `parent` by the encoded `delta`, by the request
-    /// of `ballot`.
-    pub fn new(minted: &Scone, parent: VersionId, delta: &[u8], ballot: Option<Ballot>) -> Self {
+    /// The copy of `minted` (version `minted_id`, which its maker has taken already),
+    /// made from `parent` by the encoded `delta`, by the request of `ballot`.
+    pub fn new(
+        minted: &Scone,
+        minted_id: VersionId,
+        parent: VersionId,
+        delta: &[u8],
+        ballot: Option<Ballot>,
+    ) -> Self {
+        debug_assert_eq!(minted_id, VersionId::of(minted));
         let encoded = minted.encoded();
         let state = minted.state_range();
         Self {
@@ -79,7 +86,7 @@ impl DeltaCopy {
             head: encoded[..state.start].to_vec(),
             delta: delta.to_vec(),
             tail: encoded[state.end..].to_vec(),
-            id: VersionId::of(minted),
+            id: minted_id,
             ballot,
         }
     }

@@ -324,7 +324,8 @@ pub fn delta_that_does_not_rebuild(
     primary: &scone::Scone,
     held: &scone_cluster::Held,
 ) -> scone_cluster::DeltaCopy {
-    let mut wrong = scone_cluster::DeltaCopy::new(primary, held.id(), &[], None);
+    let minted = scone_cluster::VersionId::of(primary);
+    let mut wrong = scone_cluster::DeltaCopy::new(primary, minted, held.id(), &[], None);
     wrong.delta = postcard::to_allocvec(&scone_rpc::Delta::default()).unwrap();
     wrong.tail = vec![0; wrong.tail.len()];
     wrong

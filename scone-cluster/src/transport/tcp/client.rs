@@ -348,7 +348,7 @@ impl Link {
         if let Some(reader) = self.reader.lock().unwrap_or_else(|p| p.into_inner()).take() {
             reader.abort();
         }
-        // So the peer sees the connection end, rather than keep it until its idle timeout.
+        // So the peer sees the connection end (keepalive would not: this end is alive).
         let link = Arc::clone(self);
         tokio::spawn(async move {
             let closing = async { link.frames.lock().await.0.close().await };
