@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use scone_rpc::codec::{Transport, DEFAULT_MAX_FRAME_BYTES};
-use scone_rpc::peer_link::{self, LinkSecret, OpeningKey, SealingKey};
+use scone_rpc::peer_link::{self, LinkKeys, LinkSecret, OpeningKey, SealingKey};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
@@ -149,16 +149,15 @@ impl TcpTransport {
         wire::write_preamble(&mut stream, self.timeout)
             .await
             .map_err(|error| unreachable(peer, error))?;
-        let (sealing, opening) = match &self.secret {
-            Some(secret) => {
-                let keys = peer_link::connect(&mut stream, secret, HANDSHAKE_LABEL, self.timeout)
+        let keys = match &self.secret {
+            Some(secret) => Some(
+                peer_link::connect(&mut stream, secret, HANDSHAKE_LABEL, self.timeout)
                     .await
-                    .map_err(|error| unreachable(peer, error))?;
-                let (sealing, opening) = keys.split();
-                (Some(sealing), Some(opening))
-            }
-            None => (None, None),
+                    .map_err(|error| unreachable(peer, error))?,
+            ),
+            None => None,
         };
+        let (sealing, opening) = keys.map(LinkKeys::split).unzip();
         let (sink, answers) = Frames::new(stream, DEFAULT_MAX_FRAME_BYTES).split();
         let link = Arc::new(Link {
             peer,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::{FutureExt, SinkExt, StreamExt};
 use scone_rpc::codec::{Transport, DEFAULT_MAX_FRAME_BYTES};
-use scone_rpc::peer_link::{self, LinkSecret};
+use scone_rpc::peer_link::{self, LinkKeys, LinkSecret};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::wire::{self, Answer, Ask, Call, Frame, Reply};
@@ -78,9 +78,9 @@ async fn serve_connection(
         .as_ref()
         .map_or(PREAMBLE_TIMEOUT, |(_, timeout)| *timeout);
     wire::read_preamble(&mut stream, timeout).await?;
-    let (mut sealing, mut opening) = match &secret {
-        Some((secret, timeout)) => {
-            let keys = peer_link::accept(&mut stream, secret, HANDSHAKE_LABEL, *timeout)
+    let keys = match &secret {
+        Some((secret, timeout)) => Some(
+            peer_link::accept(&mut stream, secret, HANDSHAKE_LABEL, *timeout)
                 .await
                 .map_err(|error| {
                     io::Error::new(
@@ -89,12 +89,11 @@ async fn serve_connection(
                             "the peer did not prove the cluster secret ({HANDSHAKE_LABEL}): {error}"
                         ),
                     )
-                })?;
-            let (sealing, opening) = keys.split();
-            (Some(sealing), Some(opening))
-        }
-        None => (None, None),
+                })?,
+        ),
+        None => None,
     };
+    let (mut sealing, mut opening) = keys.map(LinkKeys::split).unzip();
     // On a sealed link, every message is one a holder of the cluster secret sent.
     let from_member = opening.is_some();
     let mut frames = Transport::<_, Frame, Frame>::new(stream, DEFAULT_MAX_FRAME_BYTES);
