@@ -89,11 +89,6 @@ struct Args {
     /// before any copy or fetch.
     #[arg(long, value_name = "FILE")]
     cluster_secret_file: Option<PathBuf>,
-    /// Cluster: keep copies from peers that proved the cluster secret without checking
-    /// their signatures (every member holds the signing key anyway; each message on the
-    /// link is sealed). Saves a signature check per commit on the secondary.
-    #[arg(long, requires = "cluster_secret_file")]
-    trust_members: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -175,12 +170,13 @@ async fn main() -> anyhow::Result<()> {
                     ..ClusterConfig::default()
                 },
                 secret,
-                trust_members: args.trust_members,
                 // Peers holding the version before get only the fields that changed.
                 deltas: Some(scone_rpc::state::apply_delta::<CartState>),
+                // Every member signs with this key: copies are checked by its tag.
+                issuer_key: Some((layer.service().clone(), key.clone())),
                 ..NodeConfig::default()
             };
-            let node = ClusterNode::start(me, keys, membership.clone(), peers, config);
+            let node = ClusterNode::start(me, keys, membership.clone(), peers, config)?;
             // One signal stops the client listener and the metrics endpoint.
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
             let metrics = match args.metrics {

@@ -3,8 +3,9 @@
 //! ways that take turns copy by copy (so a noisy machine hits them alike):
 //!
 //! - `open`: no cluster secret, the peer checks the copy's signature (the default);
-//! - `sealed`: a cluster secret seals every message, the peer still checks the signature;
-//! - `trusted`: sealed, and the peer trusts members (`NodeConfig::trust_members`).
+//! - `tagged`: no cluster secret, the peer holds the signing key and checks the copy's
+//!   issuer tag instead (`NodeConfig::issuer_key`, as `cart-server` sets it);
+//! - `sealed`: a cluster secret seals every message, the peer checks the tag.
 //!
 //! Prints p50 and p99 in µs per way, and the signature check alone (`Verifier::verify`
 //! on the same SCONEs) for scale. `COPY_ROUND_TRIPS` (default 5,000) copies per way.
@@ -21,7 +22,7 @@ use scone_rpc::peer_link::LinkSecret;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-const WAYS: [&str; 3] = ["open", "sealed", "trusted"];
+const WAYS: [&str; 3] = ["open", "tagged", "sealed"];
 
 /// Every await gets this long.
 const LIMIT: Duration = Duration::from_secs(10);
@@ -47,13 +48,13 @@ async fn main() -> anyhow::Result<()> {
         let mut replica = Replica::new(SessionStore::new(copies + 1_000), keys.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         stops.push(stop);
-        if way == "open" {
+        if way != "open" {
+            replica = replica.with_issuer_key(service.clone(), &key)?;
+        }
+        if way != "sealed" {
             tokio::spawn(scone_cluster::serve_peers(listener, replica, stopped));
             transports.push(TcpTransport::new(timeout));
         } else {
-            if way == "trusted" {
-                replica = replica.trusting_members();
-            }
             tokio::spawn(scone_cluster::serve_peers_with_secret(
                 listener,
                 replica,

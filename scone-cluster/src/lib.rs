@@ -41,8 +41,7 @@
 //!   acknowledged the new version (or, if set, with a token saying fewer did). A client
 //!   that got a reply can lose up to k nodes and keep its state.
 //! - **Versions only go forward, along one line**, on every node: a copy is kept only
-//!   if it verifies under the service's keys (or came from a trusted member on a sealed
-//!   link: [`Replica::trusting_members`]) and descends from what the node holds
+//!   if it verifies under the service's keys and descends from what the node holds
 //!   (each copy carries its [`Lineage`]), so a process outside the cluster cannot plant
 //!   state, a stale node that comes back cannot overwrite newer state, and a line forked
 //!   by an attempt the client gave up on cannot replace the acknowledged one (as long as
@@ -88,8 +87,7 @@
 //! **Deltas**: with [`Replica::with_deltas`] (`NodeConfig::deltas`), a peer the token
 //! names as holding the version before gets only the fields the derive macro saw change,
 //! with the new claims and signature; it applies them, rebuilds the SCONE and verifies
-//! the primary's signature on it (a trusting member checks the rebuilt SCONE's digest
-//! instead). A peer out of step gets the whole copy. For a 4 KiB
+//! it as it would a whole copy. A peer out of step gets the whole copy. For a 4 KiB
 //! state with one counter changed: 158 B per update against 4,253 B
 //! (`cargo bench -p scone-cluster --bench deltas`).
 //!
@@ -102,9 +100,10 @@
 //! Not covered yet: TLS on peer links, and authentication of gossip (anyone who reaches the gossip port can
 //! announce a member). With a cluster secret (`NodeConfig::secret`, `cart-server
 //! --cluster-secret-file`) peer links are authenticated and every message on them is
-//! sealed; peers verify every SCONE they take unless they trust members
-//! (`NodeConfig::trust_members`, `--trust-members`: about 35 µs less per commit on the
-//! secondary). Keep the ports on a private network.
+//! sealed. Peers verify every SCONE they take, whatever the link: by its signature, or,
+//! on a node given the service's signing key (`NodeConfig::issuer_key`, as `cart-server`
+//! sets it), by its issuer tag, a keyed hash as strong for a holder of the key and about
+//! 35 µs cheaper on each commit's secondary. Keep the ports on a private network.
 //!
 //! # Layout
 //! - [`session`]: [`SessionId`], [`RoutingToken`].

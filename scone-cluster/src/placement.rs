@@ -661,7 +661,7 @@ impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
             .zip(commit.previous)
             .filter(|_| inner.replica.applies_deltas() && !minted.is_sealed())
             .map(|(delta, previous)| {
-                DeltaCopy::new(minted, minted_id, VersionId::of(previous), delta, ballot)
+                DeltaCopy::new(minted, VersionId::of(previous), delta, ballot)
             });
         let in_step: Vec<SocketAddr> = token_in
             .as_ref()

@@ -89,9 +89,10 @@ counters! {
     /// Copies from peers of the very version this node held already (known by digest,
     /// answered without a signature check): retries, and re-replication passes.
     copies_held_already,
-    /// Copies kept without a signature check: they came on a sealed link from a member,
-    /// and this node trusts members (`NodeConfig::trust_members`).
-    copies_kept_on_trust,
+    /// Ed25519 signatures this node checked on copies from peers. Copies minted in one
+    /// group share a signature, checked once; copies checked by their issuer tag
+    /// (`NodeConfig::issuer_key`) need none.
+    signature_checks,
     /// Connections to peers opened (the first to each, and each after one failed).
     peer_links_opened,
     /// Connections to peers that failed: the peer closed it, stopped answering, or broke

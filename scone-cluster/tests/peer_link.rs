@@ -1,7 +1,7 @@
 //! The peer link over TCP on 127.0.0.1: a connection of another protocol is closed
 //! before any call, a peer that stops answering fails its calls in time and the next
 //! call connects anew, callers that give up mid-call leave the link usable, and a
-//! replica that trusts members does so only on links sealed with the cluster secret.
+//! replica that checks copies by the issuer tag still refuses forgeries.
 
 mod common;
 
@@ -11,11 +11,10 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use examples::cart;
-use scone::{Draft, EndpointId, Minter, SigningKey};
+use scone::{Draft, EndpointId, Minter, MinterConfig, SigningKey};
 use scone_cluster::{
     PeerError, PeerTransport, ReplicaRefusal, SessionCopy, SessionId, TcpTransport,
 };
-use scone_rpc::peer_link::LinkSecret;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A copy of a new cart session, endpoint `n`, signed by `key`.
@@ -155,57 +154,71 @@ async fn callers_that_give_up_mid_call_leave_the_link_usable() {
     served.stop().await;
 }
 
-/// A trusting replica checks every copy that does not come on a sealed link: served
-/// without a secret, it refuses a copy signed by a key it does not trust; served with
-/// one, strangers do not get through at all, and only members' copies skip the check.
+/// A replica given the service's signing key checks copies by their issuer tag, over
+/// TCP, without a single signature check, and still keeps nothing the key did not make:
+/// neither a copy altered after it was minted (its tag no longer matches, nor does its
+/// signature) nor one signed by another key. A copy of the key's that carries no tag is
+/// checked by its signature instead, and kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn trust_is_only_for_sealed_links() {
-    let trusted = SigningKey::generate().unwrap();
-    let foreign = SigningKey::generate().unwrap();
-    let replica = cart_replica(&trusted, 100).trusting_members();
-    let timeout = std::time::Duration::from_secs(2);
-
-    // No secret: nothing is sealed, so the signature is checked.
-    let open = ServedReplica::start(&replica, None).await;
-    let open_addr = open.addr;
-    let anyone = TcpTransport::new(timeout);
-    let planted = bounded(anyone.replicate(open_addr, copy_of_session(&foreign, 1))).await;
-    assert!(
+async fn a_replica_holding_the_key_checks_tags_and_still_refuses_forgeries() {
+    let key = SigningKey::generate().unwrap();
+    let replica = cart_replica(&key, 100)
+        .with_issuer_key(cart::service_id().unwrap(), &key)
+        .unwrap();
+    let served = ServedReplica::start(&replica, None).await;
+    let transport = TcpTransport::new(Duration::from_secs(2));
+    let refused = |answer: &Result<(), PeerError>| {
         matches!(
-            planted,
+            answer,
             Err(PeerError::Refused {
                 refusal: ReplicaRefusal::Untrusted,
                 ..
             })
-        ),
-        "{planted:?}"
-    );
-    bounded(anyone.replicate(open_addr, copy_of_session(&trusted, 2)))
+        )
+    };
+
+    bounded(transport.replicate(served.addr, copy_of_session(&key, 1)))
         .await
         .unwrap();
+    assert_eq!(replica.stats().signature_checks, 0, "checked by its tag");
+
+    let minted = Minter::new(key.clone())
+        .mint(
+            Draft::new(cart::service_id().unwrap(), EndpointId::from_bytes([2; 16]))
+                .with_state(b"one apple".to_vec()),
+        )
+        .unwrap();
+    let mut altered = minted.encoded().to_vec();
+    altered[minted.state_range().start] ^= 1;
+    let altered = SessionCopy {
+        scone: altered,
+        ..SessionCopy::without_lineage(&minted)
+    };
+    let answer = bounded(transport.replicate(served.addr, altered)).await;
+    assert!(refused(&answer), "an altered copy: {answer:?}");
+    let foreign = SigningKey::generate().unwrap();
+    let answer = bounded(transport.replicate(served.addr, copy_of_session(&foreign, 3))).await;
+    assert!(refused(&answer), "another key's copy: {answer:?}");
     assert_eq!(replica.store().len(), 1);
 
-    // With a secret: a stranger is refused at connect; a member's copy skips the check.
-    let secret = LinkSecret::from_bytes([3; 32]);
-    let sealed = ServedReplica::start(&replica, Some(secret.clone())).await;
-    let sealed_addr = sealed.addr;
-    let stranger = TcpTransport::new(timeout).with_secret(LinkSecret::from_bytes([4; 32]));
-    let planted = bounded(stranger.replicate(sealed_addr, copy_of_session(&foreign, 3))).await;
-    assert!(
-        matches!(planted, Err(PeerError::Unreachable { .. })),
-        "{planted:?}"
-    );
-    assert_eq!(replica.store().len(), 1);
-    let member = TcpTransport::new(timeout).with_secret(secret);
-    bounded(member.replicate(sealed_addr, copy_of_session(&foreign, 4)))
+    let untagged = Minter::new(key.clone())
+        .with_config(MinterConfig {
+            issuer_tag: false,
+            ..MinterConfig::default()
+        })
+        .mint(Draft::new(
+            cart::service_id().unwrap(),
+            EndpointId::from_bytes([4; 16]),
+        ))
+        .unwrap();
+    bounded(transport.replicate(served.addr, SessionCopy::without_lineage(&untagged)))
         .await
         .unwrap();
+    assert_eq!(replica.store().len(), 2);
     assert_eq!(
-        replica.store().len(),
-        2,
-        "a member's copy is kept on trust, whoever signed it"
+        replica.stats().signature_checks,
+        1,
+        "only the untagged copy's signature is checked"
     );
-
-    open.stop().await;
-    sealed.stop().await;
+    served.stop().await;
 }

@@ -864,33 +864,33 @@ async fn sessions_that_lost_a_copy_are_copied_again_without_a_request() {
     node_c.stop().await;
 }
 
-/// Cart nodes of one cluster, each taking deltas or not; with `trusted`, on links sealed
-/// with a cluster secret and trusting each other (`Replica::trusting_members`).
+/// Cart nodes of one cluster, each taking deltas or not; with `tagged`, each given the
+/// signing key, so they check copies by its tag (`Replica::with_issuer_key`).
 async fn nodes_taking_deltas<const N: usize>(
     key: &SigningKey,
     deltas: [bool; N],
-    trusted: bool,
+    tagged: bool,
 ) -> [Node; N] {
-    let secret = trusted.then(|| scone_rpc::peer_link::LinkSecret::from_bytes([9; 32]));
     let (listeners, members) = members(N).await;
     let membership = StaticMembership::new(members.clone());
     let mut listeners = listeners.into_iter();
     let mut members = members.into_iter();
     deltas.map(|deltas| {
         let (listeners, me) = (listeners.next().unwrap(), members.next().unwrap());
-        start_node_sealed(
+        start_node_with(
             listeners,
             me,
             membership.clone(),
             key,
             ClusterConfig::default(),
-            secret.clone(),
             |mut replica| {
                 if deltas {
                     replica = replica.with_deltas(scone_rpc::state::apply_delta::<cart::CartState>);
                 }
-                if trusted {
-                    replica = replica.trusting_members();
+                if tagged {
+                    replica = replica
+                        .with_issuer_key(cart::service_id().unwrap(), key)
+                        .unwrap();
                 }
                 replica
             },
@@ -906,17 +906,17 @@ async fn a_secondary_in_step_gets_a_delta_and_rebuilds_the_signed_scone() {
     deltas_rebuild_the_signed_scone(false).await;
 }
 
-/// The same between members that trust each other: nothing is checked against a
-/// signature, and still the secondary holds the very SCONE the primary signed, and a
-/// delta that does not rebuild it is refused.
+/// The same between members given the signing key: every rebuilt SCONE is checked by
+/// its issuer tag, not one signature is, and still a delta that does not rebuild the
+/// SCONE the primary made is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn trusting_members_keep_deltas_unchecked_yet_byte_for_byte() {
+async fn members_holding_the_key_check_deltas_by_tag() {
     deltas_rebuild_the_signed_scone(true).await;
 }
 
-async fn deltas_rebuild_the_signed_scone(trusted: bool) {
+async fn deltas_rebuild_the_signed_scone(tagged: bool) {
     let key = SigningKey::generate().unwrap();
-    let [node_a, node_b] = nodes_taking_deltas(&key, [true, true], trusted).await;
+    let [node_a, node_b] = nodes_taking_deltas(&key, [true, true], tagged).await;
     let (a, b) = (node_a.member.clone(), node_b.member.clone());
 
     let mut client = TokenClient::new();
@@ -953,16 +953,16 @@ async fn deltas_rebuild_the_signed_scone(trusted: bool) {
         "five changes one at a time: a message each"
     );
     let kept = node_b.placement.stats();
-    let (on_trust, checked) = (kept.copies_kept_on_trust, kept.copies_kept);
+    assert_eq!(kept.copies_kept, 5);
     assert_eq!(
-        (on_trust, checked),
-        if trusted { (5, 0) } else { (0, 5) },
-        "every copy, whole or delta, kept on trust only between trusting members"
+        kept.signature_checks,
+        if tagged { 0 } else { 5 },
+        "every copy, whole or delta, checked by its tag where the key is held"
     );
     let forged = delta_that_does_not_rebuild(&primary, &held);
     let refused = node_b
         .replica
-        .accept_item_from(scone_cluster::CopyItem::Delta(forged), trusted);
+        .accept_item(scone_cluster::CopyItem::Delta(forged));
     assert_eq!(refused, Err(ReplicaRefusal::OutOfStep));
     assert_eq!(
         node_b.replica.store().get(&session).unwrap().id(),

@@ -77,9 +77,10 @@ async fn cluster(key: &SigningKey) -> (Vec<TestServer>, Vec<ClusterNode<StaticMe
         // Peer links proving a cluster secret, as a deployment would set them.
         let config = NodeConfig {
             secret: Some(scone_rpc::peer_link::LinkSecret::from_bytes([7; 32])),
+            issuer_key: Some((cart::service_id().unwrap(), key.clone())),
             ..NodeConfig::default()
         };
-        let node = ClusterNode::start(me, keys.clone(), membership.clone(), peer, config);
+        let node = ClusterNode::start(me, keys.clone(), membership.clone(), peer, config).unwrap();
         let layer = SconeLayer::for_state::<CartState>(key.clone())
             .unwrap()
             .with_placement(node.placement());

@@ -40,7 +40,7 @@ impl Cluster {
         key: &SigningKey,
         replicas: usize,
         batching: Option<scone_cluster::Batching>,
-        trust_members: bool,
+        issuer_tags: bool,
         workers: usize,
     ) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -65,17 +65,16 @@ impl Cluster {
             .collect();
         let membership = StaticMembership::new(members.clone());
         let service = cart::service_id().expect("cart service ID");
-        let keys = KeyRing::for_service(service, [key.public_key()]).expect("key ring");
+        let keys = KeyRing::for_service(service.clone(), [key.public_key()]).expect("key ring");
         let config = NodeConfig {
             cluster: ClusterConfig {
                 replicas: Replicas::Count(replicas),
                 batching,
                 ..ClusterConfig::default()
             },
-            // Members that trust each other need their links sealed with a secret.
-            secret: trust_members
-                .then(|| scone_rpc::peer_link::LinkSecret::generate().expect("a cluster secret")),
-            trust_members,
+            // As `cart-server` sets it: the nodes share the key, so copies are checked by
+            // its tag (`scone-signed` leaves it out: every copy's signature is checked).
+            issuer_key: issuer_tags.then(|| (service, key.clone())),
             ..NodeConfig::default()
         };
         let entered = runtime.enter();
@@ -88,7 +87,8 @@ impl Cluster {
                 membership.clone(),
                 peer,
                 config.clone(),
-            );
+            )
+            .expect("the issuer key is the ring's own");
             let layer = SconeLayer::for_state::<CartState>(key.clone())
                 .expect("cart layer")
                 .with_placement(node.placement());

@@ -156,7 +156,7 @@ async fn run(settings: Settings, clusters: Vec<(Mode, Vec<SocketAddr>)>) {
     let mut targets: Vec<(Mode, Target)> = Vec::new();
     for &mode in &settings.modes {
         let target = match mode {
-            Mode::Scone | Mode::SconeK0 | Mode::SconeBatched | Mode::SconeTrusted => {
+            Mode::Scone | Mode::SconeK0 | Mode::SconeBatched | Mode::SconeSigned => {
                 let seeds = clusters
                     .iter()
                     .find(|(m, _)| *m == mode)
@@ -256,21 +256,21 @@ fn main() {
         .filter_map(|&mode| match mode {
             Mode::Scone => Some((
                 mode,
-                Cluster::start(&key, 1, None, false, settings.node_workers),
+                Cluster::start(&key, 1, None, true, settings.node_workers),
             )),
             Mode::SconeK0 => Some((
                 mode,
-                Cluster::start(&key, 0, None, false, settings.node_workers),
+                Cluster::start(&key, 0, None, true, settings.node_workers),
             )),
-            Mode::SconeTrusted => Some((
+            Mode::SconeSigned => Some((
                 mode,
-                Cluster::start(&key, 1, None, true, settings.node_workers),
+                Cluster::start(&key, 1, None, false, settings.node_workers),
             )),
             Mode::SconeBatched => {
                 let batching = Some(BATCHING);
                 Some((
                     mode,
-                    Cluster::start(&key, 1, batching, false, settings.node_workers),
+                    Cluster::start(&key, 1, batching, true, settings.node_workers),
                 ))
             }
             _ => None,

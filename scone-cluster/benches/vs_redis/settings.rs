@@ -14,7 +14,7 @@ pub enum Mode {
     RedisUnpipelined,
     SconeK0,
     SconeBatched,
-    SconeTrusted,
+    SconeSigned,
 }
 
 impl Mode {
@@ -24,7 +24,7 @@ impl Mode {
         Mode::RedisUnpipelined,
         Mode::SconeK0,
         Mode::SconeBatched,
-        Mode::SconeTrusted,
+        Mode::SconeSigned,
     ];
 
     pub fn name(self) -> &'static str {
@@ -34,7 +34,7 @@ impl Mode {
             Mode::RedisUnpipelined => "redis-unpipelined",
             Mode::SconeK0 => "scone-k0",
             Mode::SconeBatched => "scone-batched",
-            Mode::SconeTrusted => "scone-trusted",
+            Mode::SconeSigned => "scone-signed",
         }
     }
 
@@ -84,7 +84,7 @@ impl Settings {
             .collect();
         assert!(
             !modes.is_empty(),
-            "VS_REDIS_MODES={only:?} names no mode (scone, redis, redis-unpipelined, scone-k0, scone-batched, scone-trusted)"
+            "VS_REDIS_MODES={only:?} names no mode (scone, redis, redis-unpipelined, scone-k0, scone-batched, scone-signed)"
         );
         let mut scale_sessions: Vec<u64> = std::env::var("VS_REDIS_SCALE_SESSIONS")
             .unwrap_or_else(|_| "100000,1000000".into())

@@ -14,9 +14,7 @@
 //! ways, that they hold it before any call (`scone_rpc::peer_link`, label
 //! [`HANDSHAKE_LABEL`]), and every message after is sealed (a keyed blake3 tag over it
 //! and its place in the stream), so a stranger can neither read nor end sessions, nor
-//! alter, inject or replay a message on the way. That is what lets a replica
-//! [trust members](crate::Replica::trusting_members) and skip their copies' signature
-//! checks. Without a secret, a stranger who guesses a session's 128-bit endpoint ID can
+//! alter, inject or replay a message on the way. Without a secret, a stranger who guesses a session's 128-bit endpoint ID can
 //! read its SCONE, or end the session: run the peer port on the cluster's private
 //! network. The links are not encrypted.
 //!

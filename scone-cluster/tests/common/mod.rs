@@ -105,29 +105,13 @@ pub fn start_node_with(
     config: ClusterConfig,
     setup: impl FnOnce(Replica) -> Replica,
 ) -> Node {
-    start_node_sealed(listeners, me, membership, key, config, None, setup)
-}
-
-/// [`start_node_with`], its peer links sealed with `secret` if there is one.
-pub fn start_node_sealed(
-    listeners: (TcpListener, TcpListener),
-    me: Member,
-    membership: StaticMembership,
-    key: &SigningKey,
-    config: ClusterConfig,
-    secret: Option<LinkSecret>,
-    setup: impl FnOnce(Replica) -> Replica,
-) -> Node {
     let service = cart::service_id().unwrap();
     let keys = KeyRing::for_service(service, [key.public_key()]).unwrap();
     let replica = setup(Replica::new(SessionStore::new(10_000), keys));
     let placement = ClusterPlacement::new(
         me.clone(),
         replica.clone(),
-        match &secret {
-            Some(secret) => TcpTransport::new(Duration::from_secs(2)).with_secret(secret.clone()),
-            None => TcpTransport::new(Duration::from_secs(2)),
-        },
+        TcpTransport::new(Duration::from_secs(2)),
         membership,
         config,
     );
@@ -146,20 +130,11 @@ pub fn start_node_sealed(
         .await;
         served
     });
-    let peers = match secret {
-        Some(secret) => tokio::spawn(scone_cluster::serve_peers_with_secret(
-            peer,
-            replica.clone(),
-            secret,
-            Duration::from_secs(2),
-            peer_stop_rx,
-        )),
-        None => tokio::spawn(scone_cluster::serve_peers(
-            peer,
-            replica.clone(),
-            peer_stop_rx,
-        )),
-    };
+    let peers = tokio::spawn(scone_cluster::serve_peers(
+        peer,
+        replica.clone(),
+        peer_stop_rx,
+    ));
     Node {
         member: me,
         replica,
@@ -324,8 +299,7 @@ pub fn delta_that_does_not_rebuild(
     primary: &scone::Scone,
     held: &scone_cluster::Held,
 ) -> scone_cluster::DeltaCopy {
-    let minted = scone_cluster::VersionId::of(primary);
-    let mut wrong = scone_cluster::DeltaCopy::new(primary, minted, held.id(), &[], None);
+    let mut wrong = scone_cluster::DeltaCopy::new(primary, held.id(), &[], None);
     wrong.delta = postcard::to_allocvec(&scone_rpc::Delta::default()).unwrap();
     wrong.tail = vec![0; wrong.tail.len()];
     wrong

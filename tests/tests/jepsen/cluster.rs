@@ -83,7 +83,7 @@ pub(crate) fn nodes(
             profile.replicas.to_string(),
         ]
         .into();
-        if profile.trusted {
+        if profile.sealed {
             let secret = key_file.with_file_name("cluster.secret");
             if !secret.exists() {
                 // 32 bytes in hex, the same on every node.
@@ -91,11 +91,7 @@ pub(crate) fn nodes(
                 let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
                 std::fs::write(&secret, hex).context("writing the cluster secret")?;
             }
-            args.extend([
-                "--cluster-secret-file".into(),
-                secret.display().to_string(),
-                "--trust-members".into(),
-            ]);
+            args.extend(["--cluster-secret-file".into(), secret.display().to_string()]);
         }
         // Every other node's gossip is a seed: a node restarted joins through any.
         for (other, other_ports) in all_ports.iter().enumerate() {

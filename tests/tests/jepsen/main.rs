@@ -17,9 +17,8 @@
 //! faults at once. `JEPSEN_ROUNDS=N` changes the number of rounds of either;
 //! `JEPSEN_ATTEMPT_MS=N` the client's attempt timeout (default 500 ms, the channel's
 //! default): shorter, more calls time out on a slow node and run again on another while
-//! the first may still run (what a loaded machine does too). `JEPSEN_TRUSTED=1` runs the
-//! nodes with a cluster secret and `--trust-members` (sealed peer links, copies taken
-//! without a signature check).
+//! the first may still run (what a loaded machine does too). `JEPSEN_SEALED=1` runs the
+//! nodes with a cluster secret (sealed peer links).
 //!
 //! **Seed.** The fault schedule (which nodes, which fault, when, for how long) is drawn
 //! up front from one seed: `JEPSEN_SEED`, or the clock. The test prints `seed=N` first,
@@ -119,8 +118,8 @@ fn acknowledged_updates_survive_random_kills_and_pauses() {
         profile.max_faults,
         profile.sessions,
         profile.attempt_timeout.as_millis(),
-        match profile.trusted {
-            true => ", sealed links, members trusted",
+        match profile.sealed {
+            true => ", sealed links",
             false => "",
         }
     );

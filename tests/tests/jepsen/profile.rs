@@ -24,9 +24,9 @@ pub(crate) struct Profile {
     pub(crate) budget: Duration,
     /// The client's attempt timeout (`ClusterClientConfig::attempt_timeout`).
     pub(crate) attempt_timeout: Duration,
-    /// Whether the nodes' peer links are sealed with a cluster secret and the nodes take
-    /// each other's copies on trust (`--trust-members`).
-    pub(crate) trusted: bool,
+    /// Whether the nodes' peer links are sealed with a cluster secret
+    /// (`--cluster-secret-file`).
+    pub(crate) sealed: bool,
 }
 
 impl Profile {
@@ -41,7 +41,7 @@ impl Profile {
             max_faults: 1,
             budget: Duration::from_secs(150),
             attempt_timeout: ClusterClientConfig::default().attempt_timeout,
-            trusted: false,
+            sealed: false,
         }
     }
 
@@ -56,12 +56,12 @@ impl Profile {
             max_faults: 2,
             budget: Duration::from_secs(900),
             attempt_timeout: ClusterClientConfig::default().attempt_timeout,
-            trusted: false,
+            sealed: false,
         }
     }
 
     /// `JEPSEN_PROFILE` (`short` or `long`), `JEPSEN_ROUNDS`, `JEPSEN_ATTEMPT_MS` and
-    /// `JEPSEN_TRUSTED` (`1`: sealed links, members trusted).
+    /// `JEPSEN_SEALED` (`1`: peer links sealed with a cluster secret).
     pub(crate) fn from_env() -> anyhow::Result<Self> {
         let mut profile = match std::env::var("JEPSEN_PROFILE").as_deref() {
             Err(_) | Ok("") | Ok("short") => Self::short(),
@@ -81,10 +81,10 @@ impl Profile {
                 .with_context(|| format!("JEPSEN_ATTEMPT_MS={ms:?} is not a number"))?;
             profile.attempt_timeout = Duration::from_millis(ms.max(1));
         }
-        profile.trusted = match std::env::var("JEPSEN_TRUSTED").as_deref() {
+        profile.sealed = match std::env::var("JEPSEN_SEALED").as_deref() {
             Err(_) | Ok("") | Ok("0") => false,
             Ok("1") => true,
-            Ok(other) => bail!("JEPSEN_TRUSTED={other:?}: expected 0 or 1"),
+            Ok(other) => bail!("JEPSEN_SEALED={other:?}: expected 0 or 1"),
         };
         anyhow::ensure!(
             profile.max_faults <= profile.replicas && profile.replicas < profile.nodes,
@@ -123,8 +123,8 @@ pub(crate) fn replay(seed: u64, profile: &Profile) -> String {
     if profile.attempt_timeout != default.attempt_timeout {
         env += &format!(" JEPSEN_ATTEMPT_MS={}", profile.attempt_timeout.as_millis());
     }
-    if profile.trusted {
-        env += " JEPSEN_TRUSTED=1";
+    if profile.sealed {
+        env += " JEPSEN_SEALED=1";
     }
     format!("JEPSEN_SEED={seed}{env} cargo test -p tests --test jepsen -- --nocapture")
 }

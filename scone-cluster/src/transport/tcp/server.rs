@@ -94,8 +94,6 @@ async fn serve_connection(
         None => None,
     };
     let (mut sealing, mut opening) = keys.map(LinkKeys::split).unzip();
-    // On a sealed link, every message is one a holder of the cluster secret sent.
-    let from_member = opening.is_some();
     let mut frames = Transport::<_, Frame, Frame>::new(stream, DEFAULT_MAX_FRAME_BYTES);
     // A peer that vanishes without closing the connection is found by TCP keepalive
     // (`super::keep_alive`), which ends this read with an error.
@@ -111,7 +109,7 @@ async fn serve_connection(
                     break;
                 }
             };
-            let answer = Frame::seal(&answer(replica, call, from_member), sealing.as_mut())?;
+            let answer = Frame::seal(&answer(replica, call), sealing.as_mut())?;
             bounded_write(frames.feed(answer)).await?;
             frame = frames.next().now_or_never().flatten();
         }
@@ -131,12 +129,12 @@ async fn bounded_write(write: impl Future<Output = io::Result<()>>) -> io::Resul
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the peer stopped reading"))?
 }
 
-fn answer(replica: &Replica, Call { id, ask }: Call, from_member: bool) -> Answer {
+fn answer(replica: &Replica, Call { id, ask }: Call) -> Answer {
     let reply = match ask {
         Ask::Copies(copies) => Reply::Copies(
             copies
                 .into_iter()
-                .map(|copy| replica.accept_item_from(copy, from_member))
+                .map(|copy| replica.accept_item(copy))
                 .collect(),
         ),
         Ask::Fetch(session) => Reply::Fetch(replica.fetch(&session)),

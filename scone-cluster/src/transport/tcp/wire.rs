@@ -159,16 +159,16 @@ mod tests {
         }
     }
 
-    /// What the MACs are for, on a replica that takes members' copies without checking
-    /// their signatures: a message altered on the way (here, for another well-formed
-    /// call), or an honest one replayed, is never answered nor kept, and the link is
-    /// closed (after answering the calls before it, which were carried out).
+    /// What the MACs are for: a message altered on the way (here, for another
+    /// well-formed call, whose copy is signed and would be kept), or an honest one
+    /// replayed, is never answered nor kept, and the link is closed (after answering
+    /// the calls before it, which were carried out).
     #[tokio::test]
     async fn an_altered_or_replayed_frame_on_a_sealed_link_is_not_taken() {
         let service = ServiceId::new("cart").unwrap();
         let key = SigningKey::generate().unwrap();
         let keys = KeyRing::for_service(service.clone(), [key.public_key()]).unwrap();
-        let replica = Replica::new(SessionStore::new(10), keys).trusting_members();
+        let replica = Replica::new(SessionStore::new(10), keys);
         let secret = LinkSecret::from_bytes([1; 32]);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let peer = listener.local_addr().unwrap();
