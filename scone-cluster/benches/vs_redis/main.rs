@@ -113,7 +113,7 @@ use scone::SigningKey;
 
 use cluster::Cluster;
 use measure::Results;
-use redis::RedisPair;
+use redis::{RedisPair, RedisWrite};
 use session::Target;
 use settings::{Mode, Settings};
 
@@ -164,12 +164,16 @@ async fn run(settings: Settings, clusters: Vec<(Mode, Vec<SocketAddr>)>) {
                     .expect("a cluster for the mode");
                 Target::Scone { seeds }
             }
-            Mode::Redis | Mode::RedisUnpipelined => {
+            Mode::Redis | Mode::RedisUnpipelined | Mode::RedisK0 => {
                 let redis = redis.as_ref().expect("redis is running");
                 Target::Redis {
                     port: redis.primary.port,
                     pids: redis.pids(),
-                    pipelined: mode == Mode::Redis,
+                    write: match mode {
+                        Mode::RedisUnpipelined => RedisWrite::Unpipelined,
+                        Mode::RedisK0 => RedisWrite::Unreplicated,
+                        _ => RedisWrite::Pipelined,
+                    },
                 }
             }
         };

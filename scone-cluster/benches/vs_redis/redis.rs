@@ -117,12 +117,23 @@ pub struct RedisSession {
     wait_at: usize,
     /// Where the value starts in `commands`.
     value_at: usize,
-    pipelined: bool,
+    write: RedisWrite,
     calls: u64,
 }
 
+/// How a Redis session writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RedisWrite {
+    /// `SET` and `WAIT 1 0` in one write, then both replies.
+    Pipelined,
+    /// `SET`, its reply, then `WAIT 1 0` and its reply.
+    Unpipelined,
+    /// `SET` alone: not replicated before the reply (the counterpart of `scone-k0`).
+    Unreplicated,
+}
+
 impl RedisSession {
-    pub async fn open(port: u16, session: u64, pipelined: bool) -> Self {
+    pub async fn open(port: u16, session: u64, write: RedisWrite) -> Self {
         let connection = bounded("connecting to redis", RedisConnection::connect(port))
             .await
             .expect("connect to redis");
@@ -138,32 +149,36 @@ impl RedisSession {
             commands,
             wait_at,
             value_at,
-            pipelined,
+            write,
             calls: 0,
         }
     }
 
-    /// `SET` of a changed value, then `WAIT 1 0`; whether Redis said `OK` and that one
-    /// replica has it.
+    /// `SET` of a changed value, then `WAIT 1 0` (unless [`RedisWrite::Unreplicated`]);
+    /// whether Redis said `OK` and that one replica has it.
     pub async fn update(&mut self) -> bool {
         self.calls += 1;
         // The value changes on every write, as a session's state would.
         let stamp = format!("{:016x}", self.calls);
         self.commands[self.value_at..self.value_at + 16].copy_from_slice(stamp.as_bytes());
         let exchange = async {
-            let (set, wait) = match self.pipelined {
-                true => {
+            let (set, wait) = match self.write {
+                RedisWrite::Pipelined => {
                     self.connection.send(&self.commands).await?;
                     (
                         self.connection.read_reply().await?,
                         self.connection.read_reply().await?,
                     )
                 }
-                false => {
+                RedisWrite::Unpipelined => {
                     self.connection.send(&self.commands[..self.wait_at]).await?;
                     let set = self.connection.read_reply().await?;
                     self.connection.send(&self.commands[self.wait_at..]).await?;
                     (set, self.connection.read_reply().await?)
+                }
+                RedisWrite::Unreplicated => {
+                    self.connection.send(&self.commands[..self.wait_at]).await?;
+                    (self.connection.read_reply().await?, Reply::Integer(1))
                 }
             };
             std::io::Result::Ok((set, wait))
@@ -281,7 +296,7 @@ impl RedisPair {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         // A write that the replica acknowledges: the setup works end to end.
-        let mut probe = RedisSession::open(primary.port, u64::MAX, true).await;
+        let mut probe = RedisSession::open(primary.port, u64::MAX, RedisWrite::Pipelined).await;
         assert!(probe.update().await, "a SET and WAIT 1 0 on the new pair");
         let server = to_primary.info("server").await;
         let version = server

@@ -9,7 +9,7 @@ use scone_cluster::{ClusterChannel, ClusterClientConfig};
 
 use crate::cluster::SconeSession;
 use crate::measure::{cpu_seconds, thread_cpu_seconds};
-use crate::redis::RedisSession;
+use crate::redis::{RedisSession, RedisWrite};
 use crate::{bounded, CLIENT_THREAD};
 
 /// Where a mode's sessions live.
@@ -20,7 +20,7 @@ pub enum Target {
     Redis {
         port: u16,
         pids: Vec<u32>,
-        pipelined: bool,
+        write: RedisWrite,
     },
 }
 
@@ -60,13 +60,11 @@ pub async fn open_sessions(target: &Target, count: usize, connections: usize) ->
                 .map(|session| Session::Scone(Box::new(session)))
                 .collect()
         }
-        Target::Redis {
-            port, pipelined, ..
-        } => {
+        Target::Redis { port, write, .. } => {
             let mut sessions = Vec::with_capacity(count);
             for _ in 0..count {
                 let key = NEXT_KEY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let session = RedisSession::open(*port, key, *pipelined).await;
+                let session = RedisSession::open(*port, key, *write).await;
                 sessions.push(Session::Redis(Box::new(session)));
             }
             sessions

@@ -6,22 +6,25 @@ use std::time::Duration;
 
 use crate::IN_FLIGHT;
 
-/// What is measured: the SCONE cluster (k = 1 or k = 0) or Redis (pipelined or not).
+/// What is measured: the SCONE cluster (k = 1 or k = 0) or Redis (pipelined or not, or
+/// without `WAIT`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     Scone,
     Redis,
     RedisUnpipelined,
+    RedisK0,
     SconeK0,
     SconeBatched,
     SconeSigned,
 }
 
 impl Mode {
-    const ALL: [Mode; 6] = [
+    const ALL: [Mode; 7] = [
         Mode::Scone,
         Mode::Redis,
         Mode::RedisUnpipelined,
+        Mode::RedisK0,
         Mode::SconeK0,
         Mode::SconeBatched,
         Mode::SconeSigned,
@@ -32,6 +35,7 @@ impl Mode {
             Mode::Scone => "scone",
             Mode::Redis => "redis",
             Mode::RedisUnpipelined => "redis-unpipelined",
+            Mode::RedisK0 => "redis-k0",
             Mode::SconeK0 => "scone-k0",
             Mode::SconeBatched => "scone-batched",
             Mode::SconeSigned => "scone-signed",
@@ -39,7 +43,7 @@ impl Mode {
     }
 
     pub fn is_redis(self) -> bool {
-        matches!(self, Mode::Redis | Mode::RedisUnpipelined)
+        matches!(self, Mode::Redis | Mode::RedisUnpipelined | Mode::RedisK0)
     }
 
     fn by_default(self) -> bool {
@@ -84,7 +88,7 @@ impl Settings {
             .collect();
         assert!(
             !modes.is_empty(),
-            "VS_REDIS_MODES={only:?} names no mode (scone, redis, redis-unpipelined, scone-k0, scone-batched, scone-signed)"
+            "VS_REDIS_MODES={only:?} names no mode (scone, redis, redis-unpipelined, redis-k0, scone-k0, scone-batched, scone-signed)"
         );
         let mut scale_sessions: Vec<u64> = std::env::var("VS_REDIS_SCALE_SESSIONS")
             .unwrap_or_else(|_| "100000,1000000".into())
