@@ -116,6 +116,14 @@ impl Cluster {
         }
     }
 
+    /// Copies the nodes sent, and the messages that carried them.
+    pub fn copies_and_messages(&self) -> (u64, u64) {
+        self.nodes.iter().fold((0, 0), |(copies, messages), node| {
+            let stats = node.placement().stats();
+            (copies + stats.replications, messages + stats.copy_messages)
+        })
+    }
+
     /// Stops the client listeners and the peer servers; call it outside any runtime.
     pub fn stop(self) {
         let Self {

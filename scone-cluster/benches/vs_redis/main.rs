@@ -295,7 +295,15 @@ fn main() {
         .block_on(async { tokio::spawn(run(settings, seeds)).await })
         .expect("the bench ran to the end");
     drop(runtime);
-    for (_, cluster) in clusters {
+    for (mode, cluster) in clusters {
+        let (copies, messages) = cluster.copies_and_messages();
+        if messages > 0 {
+            eprintln!(
+                "{}: {copies} copies in {messages} messages ({:.2} a message)",
+                mode.name(),
+                copies as f64 / messages as f64
+            );
+        }
         cluster.stop();
     }
 }
