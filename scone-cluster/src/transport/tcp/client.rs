@@ -192,7 +192,11 @@ impl TcpTransport {
             }
             state.waiting.push((copy, answer_tx));
             if !std::mem::replace(&mut state.copies_in_flight, true) {
-                link.send_waiting_copies(state);
+                // In a task of its own, which a single-threaded runtime (a server's worker)
+                // runs after the tasks ready now: the other requests of the group its
+                // caller was signed with queue their copies first, and all go together.
+                let link = Arc::clone(&link);
+                tokio::spawn(async move { link.send_waiting_copies(link.state()) });
             }
         }
         // Behind the message on the wire (and, under load, a few more), each bounded by
