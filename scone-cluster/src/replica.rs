@@ -18,7 +18,9 @@ use crate::store::{Held, SessionStore, Stored};
 /// A session's SCONE as it travels between nodes.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SessionCopy {
-    /// The SCONE, encoded.
+    /// The SCONE, encoded. (As bytes: the same on the wire as a sequence of `u8`, and
+    /// decoded in one copy instead of byte by byte.)
+    #[serde(with = "serde_bytes")]
     pub scone: Vec<u8>,
     /// The versions it descends from.
     pub lineage: Lineage,
@@ -39,10 +41,13 @@ pub struct DeltaCopy {
     /// The version the delta applies to.
     pub parent: VersionId,
     /// The new encoding up to its state (the other claims).
+    #[serde(with = "serde_bytes")]
     pub head: Vec<u8>,
     /// The changed fields (`scone_rpc::state::Delta`, postcard).
+    #[serde(with = "serde_bytes")]
     pub delta: Vec<u8>,
     /// The new encoding after its state (the signature).
+    #[serde(with = "serde_bytes")]
     pub tail: Vec<u8>,
     /// The request that made it.
     pub ballot: Option<Ballot>,

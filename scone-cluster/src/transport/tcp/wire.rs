@@ -55,6 +55,7 @@ pub(super) enum Reply {
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct Frame {
     tag: Option<Tag>,
+    #[serde(with = "serde_bytes")]
     message: Vec<u8>,
 }
 
