@@ -267,11 +267,12 @@ impl<T: PeerTransport, M: Membership> Inner<T, M> {
     /// Keeps `minted` on this node, the commit's last step.
     fn keep_minted(
         &self,
-        minted: &Scone,
+        (minted, id): (&Scone, VersionId),
         lineage: Lineage,
         ballot: Option<Ballot>,
     ) -> Result<(), PlacementError> {
-        match self.replica.keep(minted.clone(), lineage, ballot) {
+        let held = Held::with_id(minted.clone(), id, lineage).with_ballot(ballot);
+        match self.replica.keep_held(held) {
             Ok(()) => Ok(()),
             Err(ReplicaRefusal::Full) => Err(PlacementError::Full(format!("node {}", self.me.rpc))),
             Err(refusal) => {
@@ -316,17 +317,31 @@ impl<T: PeerTransport, M: Membership> Inner<T, M> {
 
     /// The lineage of a SCONE minted from `previous`: its version, then the versions it
     /// descends from as this node holds them (none known if it holds another).
-    fn lineage_after(&self, session: &SessionId, previous: Option<&Scone>) -> Lineage {
+    fn lineage_after(
+        &self,
+        session: &SessionId,
+        previous: Option<&Scone>,
+    ) -> (Option<VersionId>, Lineage) {
         let Some(previous) = previous else {
-            return Lineage::default();
+            return (None, Lineage::default());
         };
-        let parent = VersionId::of(previous);
         let held = self.replica.store().get(session);
-        let parent_lineage = held
-            .filter(|held| held.id() == parent)
-            .map(|held| held.into_parts().1)
-            .unwrap_or_default();
-        Lineage::after(parent, &parent_lineage)
+        // Usually the very version held (it was served from here): its digest is known,
+        // and comparing the bytes costs less than hashing them.
+        let (parent, parent_lineage) = match held {
+            Some(held) if held.scone().encoded() == previous.encoded() => {
+                (held.id(), held.into_parts().1)
+            }
+            held => {
+                let parent = VersionId::of(previous);
+                let lineage = held
+                    .filter(|held| held.id() == parent)
+                    .map(|held| held.into_parts().1)
+                    .unwrap_or_default();
+                (parent, lineage)
+            }
+        };
+        (Some(parent), Lineage::after(parent, &parent_lineage))
     }
 
     /// The peers to copy `session` to, best first (see [`ClusterPlacement`]).
@@ -622,7 +637,7 @@ impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
             .and_then(|bytes| RoutingToken::decode(bytes).ok())
             .filter(|token| token.session == session);
         let ballot = token_in.as_ref().map(RoutingToken::ballot);
-        let lineage = inner.lineage_after(&session, commit.previous);
+        let (parent, lineage) = inner.lineage_after(&session, commit.previous);
         let store = inner.replica.store();
         let minted_id = VersionId::of(minted);
         match store.admits(&session, minted_id, &lineage, ballot) {
@@ -658,11 +673,9 @@ impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
         // The token's owners held the version this one was made from: they get a delta.
         let delta = commit
             .delta
-            .zip(commit.previous)
+            .zip(parent)
             .filter(|_| inner.replica.applies_deltas() && !minted.is_sealed())
-            .map(|(delta, previous)| {
-                DeltaCopy::new(minted, VersionId::of(previous), delta, ballot)
-            });
+            .map(|(delta, parent)| DeltaCopy::new(minted, parent, delta, ballot));
         let in_step: Vec<SocketAddr> = token_in
             .as_ref()
             .map(|token| token.owners().collect())
@@ -672,7 +685,7 @@ impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
             .copy_before_reply(&copy, delta, &candidates, wanted)
             .await?;
         // Kept here last: a refused commit leaves this node as it was.
-        inner.keep_minted(minted, lineage, ballot)?;
+        inner.keep_minted((minted, minted_id), lineage, ballot)?;
         Ok(inner.committed(minted, minted_id, secondaries, wanted))
     }
 

@@ -351,7 +351,7 @@ impl Replica {
     }
 
     /// [`keep`](Self::keep), for a SCONE already made a [`Held`].
-    fn keep_held(&self, held: Held) -> Result<(), ReplicaRefusal> {
+    pub(crate) fn keep_held(&self, held: Held) -> Result<(), ReplicaRefusal> {
         if !held.lineage().is_valid_for(held.scone().version()) {
             return Err(ReplicaRefusal::Forked);
         }

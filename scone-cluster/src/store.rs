@@ -72,6 +72,17 @@ impl Held {
         }
     }
 
+    /// `scone`, version `id` (its digest, already taken), descended from `lineage`.
+    pub(crate) fn with_id(scone: Scone, id: VersionId, lineage: Lineage) -> Self {
+        debug_assert_eq!(id, VersionId::of(&scone));
+        Self {
+            scone,
+            lineage,
+            id,
+            ballot: None,
+        }
+    }
+
     /// The same, made by the request of `ballot`.
     pub fn with_ballot(mut self, ballot: Option<Ballot>) -> Self {
         self.ballot = ballot;

@@ -124,7 +124,7 @@ impl<T: PeerTransport, M: Membership> ClusterPlacement<T, M> {
                 required: wanted,
             });
         }
-        inner.keep_minted(minted, lineage.clone(), ballot)?;
+        inner.keep_minted((minted, minted_id), lineage.clone(), ballot)?;
         inner.batch_sender.get_or_init(|| {
             tokio::spawn(send_batches(Arc::downgrade(&self.inner), batching));
         });
