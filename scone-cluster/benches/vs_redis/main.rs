@@ -10,7 +10,9 @@
 //!
 //! **SCONE** (`scone`): three cart nodes in this process (`examples::cart`'s handler,
 //! unchanged), each a [`ClusterNode`] (`StaticMembership` of the three, `TcpTransport`
-//! between peers, k = 1, refuse on shortfall: the defaults) plus the cart served by
+//! between peers, k = 1, refuse on shortfall: the defaults; the signing key as
+//! `issuer_key`, as `cart-server` sets it, so that peers check copies by their issuer
+//! tag) plus the cart served by
 //! `scone_rpc::server::run` on 127.0.0.1 (client port and peer port per node, real TCP).
 //! The nodes' accept loops and peer servers run on a runtime of their own (two threads,
 //! `vs-cluster`); each node's client connections on scone-rpc's worker threads (one per
@@ -19,7 +21,7 @@
 //! holds only the routing token and the cluster holds the state. An update is a cart
 //! `add` of quantity 1 to an item already in the cart: the state changes on every call,
 //! so every reply waits for a new SCONE to be minted (group-signed), copied to one peer
-//! (which verifies it and keeps it) and acknowledged. Each session's cart is filled
+//! (which checks it and keeps it) and acknowledged. Each session's cart is filled
 //! first with 8 items with 29-character names, so the state is about 250 bytes of
 //! postcard (the exact figure is printed); the reply carries the cart view (the items)
 //! back, where Redis answers `+OK` and `:1`.
@@ -69,24 +71,29 @@
 //! keeps n·S/2 sessions.
 //!
 //! **What it showed** on the 2-core machine it was written on (noisy; Redis's replicated
-//! write at p50 55 to 145 µs and 54k to 120k updates/s from day to day, so only ratios
-//! from one run mean anything). The SCONE cluster with k = 1 (`scone`): p50 1.7x Redis's,
-//! throughput 0.5x, about 60 µs of server CPU per update against Redis's 15. Each copy
-//! costs the peer a signature check (about 35 µs alone) and a round trip whose latency is
-//! mostly thread wakeups: `copy_round_trip` times one copy at about 80 µs with the check
-//! skipped across a runtime's two threads, and 18 µs on one. The same cluster with k = 0
-//! (`scone-k0`): 0.8x Redis's p50 and 1.6x its throughput, so the copy is what costs.
-//! With members trusted (`scone-trusted`: sealed peer links, no signature check on the
-//! secondary): 1.3x and 0.75x. With batched replication (`scone-batched`, which replies
-//! before the copy is made, so a weaker guarantee than `WAIT`): 0.85x and 1.2x. Before
-//! the cluster's own peer protocol (tarpc on the peer link) the default was at 2.1 to
-//! 2.8x and 0.34 to 0.45x.
+//! write at p50 55 to 145 µs and 49k to 120k updates/s from day to day, so only ratios
+//! from one run mean anything). The SCONE cluster with k = 1 (`scone`): p50 1.33 to
+//! 1.43x Redis's, throughput 0.84 to 0.89x, about 30 µs of server CPU per update
+//! against Redis's 15. The gap is in two places, which `redis-k0` and `scone-k0` (the
+//! same writes without the copy) show apart: the request path itself (`scone-k0` at p50
+//! about 100 µs, `redis-k0` 70: tarpc, the envelope and the handler against a `SET`),
+//! and the copy's round trip (about 75 µs added to SCONE's p50 against 50 to 60 µs to
+//! Redis's). One copy alone (`copy_round_trip`, checked by its tag) takes 70 to 90 µs
+//! at p50 across threads, and about 20 µs with both ends on one thread: most of a hop is
+//! waking a thread on the other core, which this VM makes slow, and which Redis's hop
+//! pays too. Without the issuer
+//! key (`scone-signed`: every copy's signature checked, 35 µs) it was at 1.86x and
+//! 0.47x. With one worker thread per node (`VS_REDIS_NODE_WORKERS=1`): 1.28x and 0.92x.
+//! With batched replication (`scone-batched`, which replies before the copy is made, so
+//! a weaker guarantee than `WAIT`): 0.85x and 1.2x. Before the cluster's own peer
+//! protocol (tarpc on the peer link) the default was at 2.1 to 2.8x and 0.34 to 0.45x.
 //!
 //! Settings (environment): `VS_REDIS_MODES` (default `scone,redis`; also
-//! `redis-unpipelined`, `scone-k0`, the same cluster with k = 0, to see what the copy
-//! costs, `scone-batched`, the cluster with batched replication every 2 ms or 64
-//! changes: replies before the copy, so not the same guarantee as Redis's `WAIT`, and
-//! `scone-trusted`, the cluster with a secret and `NodeConfig::trust_members`),
+//! `redis-unpipelined`, `scone-k0` and `redis-k0`, the same cluster with k = 0 and a
+//! `SET` without `WAIT`, to see what the copy costs each, `scone-batched`, the cluster
+//! with batched replication every 2 ms or 64 changes: replies before the copy, so not
+//! the same guarantee as Redis's `WAIT`, and `scone-signed`, the cluster without the
+//! issuer key: every copy's signature checked),
 //! `VS_REDIS_CALLS`, `VS_REDIS_SECS`, `VS_REDIS_ROUNDS`, `VS_REDIS_CONNECTIONS`,
 //! `VS_REDIS_NODE_WORKERS`, `VS_REDIS_SCALE`, `VS_REDIS_SCALE_SESSIONS`,
 //! `VS_REDIS_SCALE_GROUP`. Progress goes to stderr, tables and the ratio to stdout. Every
