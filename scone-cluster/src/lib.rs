@@ -142,7 +142,9 @@ pub use crate::node::{ClusterNode, NodeConfig};
 pub use crate::placement::{
     Batching, ClusterConfig, ClusterPlacement, HandOver, Replicas, Shortfall,
 };
-pub use crate::replica::{CopyItem, DeltaCopy, Replica, ReplicaRefusal, SessionCopy};
+pub use crate::replica::{
+    CopyItem, DeltaCopy, IssuerKeyError, Replica, ReplicaRefusal, SessionCopy,
+};
 pub use crate::session::{RoutingToken, SessionId, TokenError};
 pub use crate::stats::{ClusterStats, NodeMetrics};
 pub use crate::store::{Held, SessionStore, Stored};

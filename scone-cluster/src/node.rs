@@ -6,14 +6,14 @@ use std::future::Future;
 use std::io;
 use std::time::Duration;
 
-use scone::{KeyError, KeyRing, ServiceId, SigningKey};
+use scone::{KeyRing, ServiceId, SigningKey};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::membership::{Member, Membership};
 use crate::placement::{ClusterConfig, ClusterPlacement, HandOver};
-use crate::replica::Replica;
+use crate::replica::{IssuerKeyError, Replica};
 use crate::store::SessionStore;
 use crate::transport::tcp::{serve_peers, serve_peers_with_secret, TcpTransport};
 
@@ -95,15 +95,15 @@ impl<M: Membership> ClusterNode<M> {
     /// Starts node `me`: its sessions checked against `keys`, its peers known from
     /// `membership`, serving them on `peer_listener`. Call it inside a tokio runtime.
     ///
-    /// Fails with [`KeyError::KeyIdCollision`] if `config`'s
-    /// [`issuer_key`](NodeConfig::issuer_key) shares its ID with another key in `keys`.
+    /// Fails with [`IssuerKeyError::NotTrusted`] if `config`'s
+    /// [`issuer_key`](NodeConfig::issuer_key) is not one `keys` trusts for its service.
     pub fn start(
         me: Member,
         keys: KeyRing,
         membership: M,
         peer_listener: TcpListener,
         config: NodeConfig,
-    ) -> Result<Self, KeyError> {
+    ) -> Result<Self, IssuerKeyError> {
         let mut replica = Replica::new(SessionStore::new(config.max_sessions), keys);
         if let Some((service, key)) = &config.issuer_key {
             replica = replica.with_issuer_key(service.clone(), key)?;

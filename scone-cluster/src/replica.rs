@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use scone::{
-    KeyError, KeyRing, Scone, ServiceId, SignatureCheck, SigningKey, VerifiedRoots, Verifier,
+    KeyId, KeyRing, Scone, ServiceId, SignatureCheck, SigningKey, VerifiedRoots, Verifier,
     VerifierConfig,
 };
 use scone_rpc::state::DeltaApplier;
@@ -31,9 +31,9 @@ pub struct SessionCopy {
 
 /// A new version sent to a peer that holds the version before it: the new SCONE's
 /// encoding with its state replaced by the delta of the fields that changed. The peer
-/// applies the delta to the state it holds, rebuilds the encoding, and verifies it
-/// against the primary's signature like a whole copy, so it takes nothing the service
-/// did not sign.
+/// applies the delta to the state it holds, rebuilds the encoding, and checks it like a
+/// whole copy (by signature, or by issuer tag on a node given the key), so it takes
+/// nothing a holder of the service's key did not make.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DeltaCopy {
     /// The session.
@@ -154,6 +154,22 @@ pub enum ReplicaRefusal {
     OutOfStep,
 }
 
+/// Why a replica cannot check copies by a key's issuer tag
+/// ([`Replica::with_issuer_key`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IssuerKeyError {
+    /// The replica's keys do not trust the key for the service: checking its tags would
+    /// make the replica take SCONEs it would otherwise refuse.
+    #[error("the keys this node trusts do not include key {key_id} for service {service}")]
+    NotTrusted {
+        /// The service the key was given for.
+        service: ServiceId,
+        /// The key's ID.
+        key_id: KeyId,
+    },
+}
+
 /// Signature roots a replica remembers as verified.
 const VERIFIED_ROOTS: std::num::NonZeroUsize = match std::num::NonZeroUsize::new(4096) {
     Some(count) => count,
@@ -200,14 +216,26 @@ impl Replica {
     /// secondary's share of the commit path (35 µs of signature check on a small 2-core
     /// machine), and needs neither a cluster secret nor trust in the link.
     ///
-    /// Fails with [`KeyError::KeyIdCollision`] if a different key with `key`'s ID is
-    /// trusted.
+    /// It changes how copies are checked, never which are taken: it fails with
+    /// [`IssuerKeyError::NotTrusted`] unless the replica's keys already trust `key` for
+    /// `service`.
     pub fn with_issuer_key(
         mut self,
         service: ServiceId,
         key: &SigningKey,
-    ) -> Result<Self, KeyError> {
-        let verifier = (*self.verifier).clone().trusting_own_tags(service, key)?;
+    ) -> Result<Self, IssuerKeyError> {
+        let key_id = key.key_id();
+        let not_trusted = || IssuerKeyError::NotTrusted {
+            service: service.clone(),
+            key_id,
+        };
+        if self.verifier.keys().get_for(&service, key_id) != Some(&key.public_key()) {
+            return Err(not_trusted());
+        }
+        let verifier = (*self.verifier)
+            .clone()
+            .trusting_own_tags(service.clone(), key)
+            .map_err(|_| not_trusted())?;
         self.verifier = Arc::new(verifier);
         Ok(self)
     }

@@ -1,7 +1,8 @@
 //! The peer link over TCP on 127.0.0.1: a connection of another protocol is closed
 //! before any call, a peer that stops answering fails its calls in time and the next
-//! call connects anew, callers that give up mid-call leave the link usable, and a
-//! replica that checks copies by the issuer tag still refuses forgeries.
+//! call connects anew, callers that give up mid-call (or whose runtime stops) leave the
+//! link usable, and a replica that checks copies by the issuer tag still refuses
+//! forgeries.
 
 mod common;
 
@@ -13,7 +14,7 @@ use common::*;
 use examples::cart;
 use scone::{Draft, EndpointId, Minter, MinterConfig, SigningKey};
 use scone_cluster::{
-    PeerError, PeerTransport, ReplicaRefusal, SessionCopy, SessionId, TcpTransport,
+    IssuerKeyError, PeerError, PeerTransport, ReplicaRefusal, SessionCopy, SessionId, TcpTransport,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -40,10 +41,12 @@ fn session_of(copy: &SessionCopy) -> SessionId {
 async fn a_connection_that_speaks_another_protocol_is_closed_before_any_call() {
     let key = SigningKey::generate().unwrap();
     let replica = cart_replica(&key, 1_000);
-    let served = ServedReplica::start(&replica, None).await;
+    let served = ServedReplica::start(&replica).await;
     let peer = served.addr;
     for opening in [
         &b"scone-cluster/2\n"[..],
+        // The version before, whose deltas carried one more field.
+        &b"scone-cluster/3\n"[..],
         // What a node of the tarpc-framed protocol sent first: a frame's length.
         &[0, 0, 1, 0, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7][..],
     ] {
@@ -134,7 +137,7 @@ async fn a_peer_that_stops_answering_fails_its_calls_in_time_and_the_next_call_r
 async fn callers_that_give_up_mid_call_leave_the_link_usable() {
     let key = SigningKey::generate().unwrap();
     let replica = cart_replica(&key, 1_000);
-    let served = ServedReplica::start(&replica, None).await;
+    let served = ServedReplica::start(&replica).await;
     let peer = served.addr;
     let transport = TcpTransport::new(Duration::from_secs(2));
     bounded(transport.replicate(peer, copy_of_session(&key, 0)))
@@ -154,7 +157,7 @@ async fn callers_that_give_up_mid_call_leave_the_link_usable() {
     served.stop().await;
 }
 
-/// A replica given the service's signing key checks copies by their issuer tag, over
+/// A replica given the service's signing key (one it trusts) checks copies by their issuer tag, over
 /// TCP, without a single signature check, and still keeps nothing the key did not make:
 /// neither a copy altered after it was minted (its tag no longer matches, nor does its
 /// signature) nor one signed by another key. A copy of the key's that carries no tag is
@@ -162,10 +165,20 @@ async fn callers_that_give_up_mid_call_leave_the_link_usable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_holding_the_key_checks_tags_and_still_refuses_forgeries() {
     let key = SigningKey::generate().unwrap();
+    // A key the replica does not trust is refused as its issuer key: checking tags
+    // changes how copies are checked, never which are taken.
+    let untrusting = cart_replica(&SigningKey::generate().unwrap(), 100)
+        .with_issuer_key(cart::service_id().unwrap(), &key);
+    assert!(
+        matches!(untrusting, Err(IssuerKeyError::NotTrusted { key_id, .. }) if key_id == key.key_id()),
+        "{:?}",
+        untrusting.err()
+    );
+
     let replica = cart_replica(&key, 100)
         .with_issuer_key(cart::service_id().unwrap(), &key)
         .unwrap();
-    let served = ServedReplica::start(&replica, None).await;
+    let served = ServedReplica::start(&replica).await;
     let transport = TcpTransport::new(Duration::from_secs(2));
     let refused = |answer: &Result<(), PeerError>| {
         matches!(
@@ -221,4 +234,58 @@ async fn a_replica_holding_the_key_checks_tags_and_still_refuses_forgeries() {
         "only the untagged copy's signature is checked"
     );
     served.stop().await;
+}
+
+/// A copy whose sending task never runs (its runtime stopped first: a server's worker
+/// shutting down while the node lives on) fails the link instead of leaving it waiting
+/// for a message that will never go: the next copy, from another runtime, opens a new
+/// link and is kept, rather than queueing behind it until it times out.
+#[test]
+fn a_copy_whose_runtime_stops_before_it_is_sent_does_not_strand_the_link() {
+    let runtime = |name: &str| {
+        tokio::runtime::Builder::new_current_thread()
+            .thread_name(name)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let node = runtime("node");
+    let key = SigningKey::generate().unwrap();
+    let replica = cart_replica(&key, 100);
+    let served = node.block_on(ServedReplica::start(&replica));
+    // Long enough that a copy stuck behind the stranded one would fail this test's bound.
+    let transport = TcpTransport::new(Duration::from_secs(5));
+    node.block_on(bounded(
+        transport.replicate(served.addr, copy_of_session(&key, 1)),
+    ))
+    .unwrap();
+
+    let stopping = runtime("stopping");
+    let queued = stopping.block_on(async {
+        use futures::FutureExt;
+        // Queued, its sending task spawned here, and given up on before that task runs.
+        transport
+            .replicate(served.addr, copy_of_session(&key, 2))
+            .now_or_never()
+    });
+    assert!(queued.is_none(), "the copy was only queued");
+    drop(stopping);
+
+    let started = Instant::now();
+    node.block_on(async {
+        let answer = tokio::time::timeout(
+            Duration::from_secs(2),
+            transport.replicate(served.addr, copy_of_session(&key, 3)),
+        )
+        .await;
+        assert!(
+            matches!(answer, Ok(Ok(()))),
+            "the next copy goes through at once: {answer:?}"
+        );
+    });
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(replica.store().len(), 2, "copies 1 and 3");
+    let links = transport.link_stats();
+    assert_eq!((links.opened, links.failed), (2, 1), "{links:?}");
+    node.block_on(served.stop());
 }

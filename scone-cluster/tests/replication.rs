@@ -1052,7 +1052,7 @@ async fn a_node_back_after_a_failover_does_not_serve_its_stale_copy() {
 async fn copies_sent_together_are_each_answered_on_their_own() {
     let key = SigningKey::generate().unwrap();
     let replica = cart_replica(&key, 1_000);
-    let served = ServedReplica::start(&replica, None).await;
+    let served = ServedReplica::start(&replica).await;
     let peer = served.addr;
     let transport = TcpTransport::new(std::time::Duration::from_secs(2));
     let minter = Minter::new(key);

@@ -83,7 +83,7 @@
 //! waking a thread on the other core, which this VM makes slow, and which Redis's hop
 //! pays too. Without the issuer
 //! key (`scone-signed`: every copy's signature checked, 35 µs) it was at 1.86x and
-//! 0.47x. With one worker thread per node (`VS_REDIS_NODE_WORKERS=1`): 1.28x and 0.92x.
+//! 0.47x. With one worker thread per node (`VS_REDIS_NODE_WORKERS=1`): 1.29x and 0.91x.
 //! With batched replication (`scone-batched`, which replies before the copy is made, so
 //! a weaker guarantee than `WAIT`): 0.85x and 1.2x. Before the cluster's own peer
 //! protocol (tarpc on the peer link) the default was at 2.1 to 2.8x and 0.34 to 0.45x.

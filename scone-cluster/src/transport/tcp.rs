@@ -33,8 +33,9 @@ pub use server::{serve_peers, serve_peers_with_secret};
 
 /// What the cluster's link handshake is keyed for: a relay mesh's secret cannot open it,
 /// nor a node that speaks another version of the peer protocol (v3: the cluster's own
-/// framing of calls, in place of tarpc's).
-pub const HANDSHAKE_LABEL: &str = "scone-cluster v3";
+/// framing of calls, in place of tarpc's; v4: deltas without the version id only trusted
+/// members needed).
+pub const HANDSHAKE_LABEL: &str = "scone-cluster v4";
 
 /// Most copies in one message to a peer.
 pub const MAX_COPIES_PER_MESSAGE: usize = 256;

@@ -17,7 +17,6 @@ use scone_cluster::{
 use scone_rpc::envelope::{
     Outcome, Refusal, RequestEnvelope, ResponseEnvelope, WireScones, ENVELOPE_VERSION,
 };
-use scone_rpc::peer_link::LinkSecret;
 use scone_rpc::SconeLayer;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -259,8 +258,7 @@ pub fn cart_replica(key: &SigningKey, sessions: usize) -> Replica {
     Replica::new(SessionStore::new(sessions), keys)
 }
 
-/// A replica's peer server alone, on a fresh loopback port, its links sealed with a
-/// secret if it has one.
+/// A replica's peer server alone, on a fresh loopback port.
 pub struct ServedReplica {
     pub addr: SocketAddr,
     stop: oneshot::Sender<()>,
@@ -268,21 +266,15 @@ pub struct ServedReplica {
 }
 
 impl ServedReplica {
-    pub async fn start(replica: &Replica, secret: Option<LinkSecret>) -> Self {
+    pub async fn start(replica: &Replica) -> Self {
         let listener = loopback().await;
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let replica = replica.clone();
-        let task = match secret {
-            Some(secret) => tokio::spawn(scone_cluster::serve_peers_with_secret(
-                listener,
-                replica,
-                secret,
-                Duration::from_secs(2),
-                stopped,
-            )),
-            None => tokio::spawn(scone_cluster::serve_peers(listener, replica, stopped)),
-        };
+        let task = tokio::spawn(scone_cluster::serve_peers(
+            listener,
+            replica.clone(),
+            stopped,
+        ));
         Self { addr, stop, task }
     }
 

@@ -81,6 +81,9 @@ impl Profile {
                 .with_context(|| format!("JEPSEN_ATTEMPT_MS={ms:?} is not a number"))?;
             profile.attempt_timeout = Duration::from_millis(ms.max(1));
         }
+        if std::env::var_os("JEPSEN_TRUSTED").is_some() {
+            bail!("JEPSEN_TRUSTED is gone (members no longer trust each other's copies); JEPSEN_SEALED=1 seals the links");
+        }
         profile.sealed = match std::env::var("JEPSEN_SEALED").as_deref() {
             Err(_) | Ok("") | Ok("0") => false,
             Ok("1") => true,

@@ -27,8 +27,10 @@ use crate::transport::{LinkStats, PeerError, PeerTransport};
 ///
 /// Copies to one peer go out one message at a time: the copies that come while one is
 /// on the wire wait and go together in the next (at most [`MAX_COPIES_PER_MESSAGE`]),
-/// each still answered on its own. A lone copy goes at once; under load, a message and
-/// its answer are shared by many commits instead of one round trip each. At most
+/// each still answered on its own. A lone copy goes as soon as its task yields (with
+/// the copies of requests signed in the same group, which are ready by then); under
+/// load, a message and its answer are shared by many commits instead of one round trip
+/// each. At most
 /// [`MAX_COPIES_WAITING`] wait per peer; copies whose caller gave up are dropped unsent.
 /// Fetches and deletes go out at once, beside the copies.
 #[derive(Clone, Debug)]
@@ -79,7 +81,8 @@ struct LinkState {
     pending: HashMap<u64, (Pending, Instant)>,
     /// Copies not yet sent.
     waiting: Vec<(CopyItem, CopyAnswer)>,
-    /// Whether a message of copies is on the wire (its answer sends the next).
+    /// Whether a message of copies is on the wire (its answer sends the next), or about
+    /// to be (a [`SendWaiting`] task will send it).
     copies_in_flight: bool,
     /// Why the link failed, once it has: it takes no more calls.
     failed: Option<String>,
@@ -182,7 +185,7 @@ impl TcpTransport {
     async fn copy(&self, peer: SocketAddr, copy: CopyItem) -> Result<(), PeerError> {
         let link = self.link(peer).await?;
         let (answer_tx, answer) = oneshot::channel();
-        {
+        let send_now = {
             let mut state = link.state();
             if let Some(reason) = &state.failed {
                 return Err(unreachable(peer, reason));
@@ -191,13 +194,14 @@ impl TcpTransport {
                 return Err(unreachable(peer, "too many copies waiting for it"));
             }
             state.waiting.push((copy, answer_tx));
-            if !std::mem::replace(&mut state.copies_in_flight, true) {
-                // In a task of its own, which a single-threaded runtime (a server's worker)
-                // runs after the tasks ready now: the other requests of the group its
-                // caller was signed with queue their copies first, and all go together.
-                let link = Arc::clone(&link);
-                tokio::spawn(async move { link.send_waiting_copies(link.state()) });
-            }
+            !std::mem::replace(&mut state.copies_in_flight, true)
+        };
+        if send_now {
+            // In a task of its own, which a single-threaded runtime (a server's worker)
+            // runs after the tasks ready now: the other requests of the group its caller
+            // was signed with queue their copies first, and all go together.
+            let send = SendWaiting(Some(Arc::clone(&link)));
+            tokio::spawn(async move { send.run() });
         }
         // Behind the message on the wire (and, under load, a few more), each bounded by
         // the link's timeout; past this the copy counts as failed, and may still arrive
@@ -352,11 +356,15 @@ impl Link {
             reader.abort();
         }
         // So the peer sees the connection end (keepalive would not: this end is alive).
-        let link = Arc::clone(self);
-        tokio::spawn(async move {
-            let closing = async { link.frames.lock().await.0.close().await };
-            let _ = tokio::time::timeout(link.timeout, closing).await;
-        });
+        // Not from a runtime that is gone (a `SendWaiting` dropped as it stops): dropping
+        // the link closes the socket then.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let link = Arc::clone(self);
+            runtime.spawn(async move {
+                let closing = async { link.frames.lock().await.0.close().await };
+                let _ = tokio::time::timeout(link.timeout, closing).await;
+            });
+        }
         let failed = || unreachable(self.peer, &reason);
         for (pending, _) in pending.into_values() {
             match pending {
@@ -372,6 +380,28 @@ impl Link {
         }
         for (_, answer) in waiting {
             let _ = answer.send(Err(failed()));
+        }
+    }
+}
+
+/// Sends the copies waiting on a link, from a task of its own. If the task is dropped
+/// before it runs (its runtime stopped first), it fails the link instead: the copies
+/// waiting are answered, and the next call opens a new link rather than waiting behind a
+/// message that would never go.
+struct SendWaiting(Option<Arc<Link>>);
+
+impl SendWaiting {
+    fn run(mut self) {
+        if let Some(link) = self.0.take() {
+            link.send_waiting_copies(link.state());
+        }
+    }
+}
+
+impl Drop for SendWaiting {
+    fn drop(&mut self) {
+        if let Some(link) = self.0.take() {
+            link.fail("the task that was to send copies stopped with its runtime");
         }
     }
 }

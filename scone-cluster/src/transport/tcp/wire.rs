@@ -16,7 +16,7 @@ use crate::session::SessionId;
 
 /// What a connecting node writes first, so a node of another protocol version (or a
 /// stray client) is told apart at once rather than by a frame that fails to decode.
-pub(super) const PREAMBLE: &[u8; 16] = b"scone-cluster/3\n";
+pub(super) const PREAMBLE: &[u8; 16] = b"scone-cluster/4\n";
 
 /// A call to a peer; its answer carries the same `id`.
 #[derive(Debug, Serialize, Deserialize)]
