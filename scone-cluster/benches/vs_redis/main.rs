@@ -72,18 +72,19 @@
 //!
 //! **What it showed** on the 2-core machine it was written on (noisy; Redis's replicated
 //! write at p50 55 to 145 µs and 49k to 120k updates/s from day to day, so only ratios
-//! from one run mean anything). The SCONE cluster with k = 1 (`scone`): p50 1.33 to
-//! 1.43x Redis's, throughput 0.84 to 0.89x, about 30 µs of server CPU per update
+//! from one run mean anything). The SCONE cluster with k = 1 (`scone`): p50 1.27 to
+//! 1.43x Redis's, throughput 0.85 to 0.89x, about 30 µs of server CPU per update
 //! against Redis's 15. The gap is in two places, which `redis-k0` and `scone-k0` (the
 //! same writes without the copy) show apart: the request path itself (`scone-k0` at p50
-//! about 100 µs, `redis-k0` 70: tarpc, the envelope and the handler against a `SET`),
-//! and the copy's round trip (about 75 µs added to SCONE's p50 against 50 to 60 µs to
+//! 90 to 100 µs, `redis-k0` 50 to 70: tarpc, the envelope and the handler against a
+//! `SET`),
+//! and the copy's round trip (50 to 75 µs added to SCONE's p50 against 50 to 60 µs to
 //! Redis's). One copy alone (`copy_round_trip`, checked by its tag) takes 70 to 90 µs
 //! at p50 across threads, and about 20 µs with both ends on one thread: most of a hop is
 //! waking a thread on the other core, which this VM makes slow, and which Redis's hop
 //! pays too. Without the issuer
-//! key (`scone-signed`: every copy's signature checked, 35 µs) it was at 1.86x and
-//! 0.47x. With one worker thread per node (`VS_REDIS_NODE_WORKERS=1`): 1.29x and 0.91x.
+//! key (`scone-signed`: every copy's signature checked, 35 µs) it is at 1.76 to 1.86x
+//! and 0.47 to 0.50x. With one worker thread per node (`VS_REDIS_NODE_WORKERS=1`): 1.29x and 0.91x.
 //! With batched replication (`scone-batched`, which replies before the copy is made, so
 //! a weaker guarantee than `WAIT`): 0.85x and 1.2x. Before the cluster's own peer
 //! protocol (tarpc on the peer link) the default was at 2.1 to 2.8x and 0.34 to 0.45x.
