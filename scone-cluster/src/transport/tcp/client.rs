@@ -30,8 +30,8 @@ use crate::transport::{LinkStats, PeerError, PeerTransport};
 /// each still answered on its own. A lone copy goes as soon as its task yields (with
 /// the copies of requests signed in the same group, which are ready by then); under
 /// load, a message and its answer are shared by many commits instead of one round trip
-/// each. At most
-/// [`MAX_COPIES_WAITING`] wait per peer; copies whose caller gave up are dropped unsent.
+/// each. At most [`MAX_COPIES_WAITING`] wait per peer; copies whose caller gave up are
+/// dropped unsent.
 /// Fetches and deletes go out at once, beside the copies.
 #[derive(Clone, Debug)]
 pub struct TcpTransport {
