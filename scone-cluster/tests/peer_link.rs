@@ -1,8 +1,8 @@
 //! The peer link over TCP on 127.0.0.1: a connection of another protocol is closed
 //! before any call, a peer that stops answering fails its calls in time and the next
 //! call connects anew, callers that give up mid-call (or whose runtime stops) leave the
-//! link usable, and a replica that checks copies by the issuer tag still refuses
-//! forgeries.
+//! link usable, each calling thread has a link of its own, and a replica that checks
+//! copies by the issuer tag still refuses forgeries.
 
 mod common;
 
@@ -288,4 +288,79 @@ fn a_copy_whose_runtime_stops_before_it_is_sent_does_not_strand_the_link() {
     let links = transport.link_stats();
     assert_eq!((links.opened, links.failed), (2, 1), "{links:?}");
     node.block_on(served.stop());
+}
+
+/// Each thread that calls a peer has a link of its own, whose answers its own runtime
+/// reads (so a copy's answer wakes its caller without a hop to another thread): two
+/// threads open two links, and one thread's calls reuse its link. A runtime that stops
+/// takes its link with it, failed (no one would read its answers), and leaves the other
+/// thread's link open: its next copy goes through at once.
+#[test]
+fn each_calling_thread_has_a_link_of_its_own() {
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let peer = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let key = SigningKey::generate().unwrap();
+    let replica = cart_replica(&key, 100);
+    let served = peer.block_on(ServedReplica::start(&replica));
+    let addr = served.addr;
+    let transport = TcpTransport::new(Duration::from_secs(5));
+    let copy = |transport: &TcpTransport, runtime: &tokio::runtime::Runtime, n: u16| {
+        runtime.block_on(bounded(transport.replicate(addr, copy_of_session(&key, n))))
+    };
+
+    let (copied, copied_rx) = std::sync::mpsc::channel::<()>();
+    let (go, go_rx) = std::sync::mpsc::channel::<()>();
+    let other = std::thread::spawn({
+        let (transport, key) = (transport.clone(), key.clone());
+        move || {
+            let runtime = runtime();
+            let copy = |n: u16| {
+                runtime.block_on(bounded(transport.replicate(addr, copy_of_session(&key, n))))
+            };
+            copy(1).unwrap();
+            copied.send(()).unwrap();
+            go_rx.recv_timeout(LIMIT).unwrap();
+            copy(3).unwrap();
+            // Its runtime stops here, with the task reading its link's answers.
+        }
+    });
+    copied_rx.recv_timeout(LIMIT).unwrap();
+    let here = runtime();
+    copy(&transport, &here, 2).unwrap();
+    let links = transport.link_stats();
+    assert_eq!(
+        (links.opened, links.failed),
+        (2, 0),
+        "a link per thread: {links:?}"
+    );
+
+    go.send(()).unwrap();
+    other.join().unwrap();
+    let links = transport.link_stats();
+    assert_eq!(
+        (links.opened, links.failed),
+        (2, 1),
+        "the other thread reused its link, which failed as its runtime stopped: {links:?}"
+    );
+
+    let started = Instant::now();
+    copy(&transport, &here, 4).unwrap();
+    assert!(started.elapsed() < Duration::from_secs(1));
+    let links = transport.link_stats();
+    assert_eq!(
+        (links.opened, links.failed),
+        (2, 1),
+        "this thread's link is still open: {links:?}"
+    );
+    assert_eq!(replica.store().len(), 4);
+    peer.block_on(served.stop());
 }

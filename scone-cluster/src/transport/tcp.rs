@@ -22,7 +22,7 @@
 //! - `wire`: the messages, and the preamble a connection opens with (which names the
 //!   protocol's version, so a node of another version is refused at connect).
 //! - `server`: [`serve_peers`], a handler per connection.
-//! - `client`: [`TcpTransport`], a link per peer.
+//! - `client`: [`TcpTransport`], a link per peer and calling thread.
 
 mod client;
 mod server;
@@ -36,6 +36,10 @@ pub use server::{serve_peers, serve_peers_with_secret};
 /// framing of calls, in place of tarpc's; v4: deltas without the version id only trusted
 /// members needed).
 pub const HANDSHAKE_LABEL: &str = "scone-cluster v4";
+
+/// Most links a [`TcpTransport`] opens to one peer: one for each thread that calls the
+/// peer (a server's workers, a runtime's threads), shared past this many threads.
+pub const MAX_LANES: usize = 16;
 
 /// Most copies in one message to a peer.
 pub const MAX_COPIES_PER_MESSAGE: usize = 256;
@@ -55,6 +59,6 @@ fn keep_alive(stream: &tokio::net::TcpStream) {
     }
 }
 
-/// Most copies waiting for one peer; past it, a copy fails at once (the peer is slow or
-/// gone: the placement tries another) rather than growing the queue.
+/// Most copies waiting on one link to a peer; past it, a copy fails at once (the peer is
+/// slow or gone: the placement tries another) rather than growing the queue.
 pub const MAX_COPIES_WAITING: usize = 4096;
