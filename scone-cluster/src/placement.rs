@@ -411,7 +411,10 @@ impl<T: PeerTransport, M: Membership> Inner<T, M> {
                     }) => {
                         // This node was behind: take the peer's version, so that the
                         // next call is served from it rather than refused the same way.
-                        let repaired = self.repair_from(member, copy).await;
+                        // Boxed, as every path a commit rarely takes: the commit's future
+                        // is made (and moved) on every request, and is as large as the
+                        // largest thing it awaits.
+                        let repaired = Box::pin(self.repair_from(member, copy)).await;
                         if repaired || other_line == OtherLine::Refuse {
                             return Err(PlacementError::Superseded(format!(
                                 "node {}: {refusal}",
@@ -604,10 +607,12 @@ impl<T: PeerTransport, M: Membership> Placement for ClusterPlacement<T, M> {
             .filter(|member| member.rpc != inner.me.rpc)
             .partition(|member| token.owners().any(|owner| owner == member.rpc));
         let served = |held: &Held| token.is_served_by(held.id(), held.lineage());
-        let mut found = inner.fetch_newest(&owners, session, served).await;
+        // Boxed: this path is rare (a takeover), and the load's future, made on every
+        // request, would otherwise be as large as it.
+        let mut found = Box::pin(inner.fetch_newest(&owners, session, served)).await;
         if found.is_none() {
             tracing::debug!(me = %inner.me.rpc, %session, "the owners do not have the session: asking every member");
-            found = inner.fetch_newest(&rest, session, served).await;
+            found = Box::pin(inner.fetch_newest(&rest, session, served)).await;
         }
         let Some((scone, lineage)) = found.map(Held::into_parts) else {
             bump(&inner.counters.unavailable);

@@ -182,7 +182,9 @@ impl TcpTransport {
             return Ok(Arc::clone(link));
         }
         *held = None;
-        let link = tokio::time::timeout(self.timeout, self.connect(peer))
+        // Boxed: connecting is rare, and every copy's future would otherwise be as large
+        // as the connect's (the copy is on the commit path, made and moved per request).
+        let link = Box::pin(tokio::time::timeout(self.timeout, self.connect(peer)))
             .await
             .map_err(|_| unreachable(peer, "connect timed out"))??;
         *held = Some(Arc::clone(&link));
