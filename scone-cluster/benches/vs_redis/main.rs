@@ -9,14 +9,15 @@
 //! by Redis: below 1 is better for p50, above 1 for throughput).
 //!
 //! **SCONE** (`scone`): three cart nodes in this process (`examples::cart`'s handler,
-//! unchanged), each a [`ClusterNode`] (`StaticMembership` of the three, `TcpTransport`
-//! between peers, k = 1, refuse on shortfall: the defaults; the signing key as
-//! `issuer_key`, as `cart-server` sets it, so that peers check copies by their issuer
-//! tag) plus the cart served by
-//! `scone_rpc::server::run` on 127.0.0.1 (client port and peer port per node, real TCP).
-//! The nodes' accept loops and peer servers run on a runtime of their own (two threads,
-//! `vs-cluster`); each node's client connections on scone-rpc's worker threads (one per
-//! core by default, `VS_REDIS_NODE_WORKERS` to change). Clients are thin
+//! unchanged; the process runs with mimalloc, as `cart-server` does), each a
+//! [`ClusterNode`] (`StaticMembership` of the three, `TcpTransport` between peers,
+//! k = 1, refuse on shortfall: the defaults; the signing key as `issuer_key`, as
+//! `cart-server` sets it, so that peers check copies by their issuer tag) plus the cart
+//! served by `scone_rpc::server::run` on 127.0.0.1 (client port and peer port per node,
+//! real TCP). The nodes' accept loops and peer servers run on a runtime of their own
+//! (two threads, `vs-cluster`); each node's client connections on scone-rpc's worker
+//! threads (one per core by default, `VS_REDIS_NODE_WORKERS` to change), each of which
+//! opens its own link to each peer. Clients are thin
 //! `SconeClient`s over a [`ClusterChannel`] (seeds: the three nodes), so the client
 //! holds only the routing token and the cluster holds the state. An update is a cart
 //! `add` of quantity 1 to an item already in the cart: the state changes on every call,
@@ -72,22 +73,30 @@
 //!
 //! **What it showed** on the 2-core machine it was written on (noisy; Redis's replicated
 //! write at p50 55 to 145 µs and 49k to 120k updates/s from day to day, so only ratios
-//! from one run mean anything). The SCONE cluster with k = 1 (`scone`): p50 1.27 to
-//! 1.43x Redis's, throughput 0.85 to 0.89x, about 30 µs of server CPU per update
-//! against Redis's 15. The gap is in two places, which `redis-k0` and `scone-k0` (the
-//! same writes without the copy) show apart: the request path itself (`scone-k0` at p50
-//! 90 to 100 µs, `redis-k0` 50 to 70: tarpc, the envelope and the handler against a
-//! `SET`),
-//! and the copy's round trip (50 to 75 µs added to SCONE's p50 against 50 to 60 µs to
-//! Redis's). One copy alone (`copy_round_trip`, checked by its tag) takes 70 to 90 µs
-//! at p50 across threads, and about 20 µs with both ends on one thread: most of a hop is
-//! waking a thread on the other core, which this VM makes slow, and which Redis's hop
-//! pays too. Without the issuer
-//! key (`scone-signed`: every copy's signature checked, 35 µs) it is at 1.76 to 1.86x
-//! and 0.47 to 0.50x. With one worker thread per node (`VS_REDIS_NODE_WORKERS=1`): 1.29x and 0.91x.
-//! With batched replication (`scone-batched`, which replies before the copy is made, so
-//! a weaker guarantee than `WAIT`): 0.85x and 1.2x. Before the cluster's own peer
-//! protocol (tarpc on the peer link) the default was at 2.1 to 2.8x and 0.34 to 0.45x.
+//! from one run mean anything). The SCONE cluster with k = 1 (`scone`): throughput 1.09
+//! to 1.23x Redis's (about 23 µs of server CPU per update against Redis's 15, but 7 µs
+//! of client CPU against 12), p50 1.28 to 1.34x. The p50 gap is the request path, which
+//! `redis-k0` and `scone-k0` (the same writes without the copy) show apart: `scone-k0`
+//! at p50 89 to 97 µs, `redis-k0` 52 to 53; the copy adds 54 µs to SCONE's p50 and 59 to
+//! 64 µs to Redis's. Most of the request path's gap is on the client's side: tarpc's
+//! client sends and receives through a dispatch task, and on this two-thread client
+//! runtime that wakes the other thread about once per call (1.3 futex calls per call,
+//! against none for the RESP client); with a one-thread client runtime `scone-k0` is at
+//! 53 µs against `redis-k0`'s 69, and `scone` at 1.24x. One copy alone
+//! (`copy_round_trip`, checked by its tag) takes 67 to 82 µs at p50 sent back to back;
+//! in a probe where the sender idled 50 µs between copies, 30 to 45 µs: most of a hop
+//! is waking a thread on the other core, which this VM makes slow, and which Redis's
+//! hop pays too. Each server worker has its own link to each peer (`TcpTransport`), so
+//! no other thread is woken to read a copy's answer. Without the issuer key
+//! (`scone-signed`: every copy's signature checked, 35 µs) it is at 1.79 to 1.83x and
+//! 0.55 to 0.60x. With batched replication (`scone-batched`, which replies before the
+//! copy is made, so a weaker guarantee than `WAIT`): 0.88x and 1.78x. Before the
+//! per-worker links and mimalloc the default was at 1.27 to 1.43x and 0.85 to 0.89x;
+//! before peers checked copies by their issuer tag, at 1.7x and 0.47x; before the
+//! cluster's own peer protocol (tarpc on the peer link), at 2.1 to 2.8x and 0.34 to
+//! 0.45x. One node holding 1,000,000 sessions of 256 B state: 1.3 GB RSS (1,296 B a
+//! session, 601 of them the SCONE; 1,240 B with glibc's malloc), against 400 B a key
+//! for Redis.
 //!
 //! Settings (environment): `VS_REDIS_MODES` (default `scone,redis`; also
 //! `redis-unpipelined`, `scone-k0` and `redis-k0`, the same cluster with k = 0 and a
@@ -106,6 +115,10 @@
 //! and the servers' CPU), [`measure`] (the sequential and throughput runs, CPU per update,
 //! the table), [`scale`] (what one node holds, in a child process); this file runs them in
 //! turn and ends with the ratio line.
+
+/// The nodes run in this process, with the allocator `cart-server` runs with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod cluster;
 mod measure;
