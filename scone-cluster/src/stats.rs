@@ -93,10 +93,12 @@ counters! {
     /// group share a signature, checked once; copies checked by their issuer tag
     /// (`NodeConfig::issuer_key`) need none.
     signature_checks,
-    /// Connections to peers opened (the first to each, and each after one failed).
+    /// Connections to peers opened: the first of each lane (a server worker's own link
+    /// to a peer, or the one other callers share), and each after one failed.
     peer_links_opened,
     /// Connections to peers that failed: the peer closed it, stopped answering, or broke
-    /// the protocol (a tampered message on a sealed link, say).
+    /// the protocol (a tampered message on a sealed link, say), or the runtime that read
+    /// its answers stopped (each server worker's, at shutdown).
     peer_links_failed,
     /// Messages of copies sent to peers: `replications / copy_messages` is how many
     /// copies share a message (copies that wait while one is on the wire go together).

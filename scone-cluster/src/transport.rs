@@ -37,7 +37,8 @@ pub enum PeerError {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LinkStats {
-    /// Connections to peers opened (each after the last one to that peer failed).
+    /// Connections to peers opened (a transport may keep several to one peer: see
+    /// [`tcp::TcpTransport`]); each after the last one failed counts again.
     pub opened: u64,
     /// Connections to peers that failed (closed, timed out, or broke the protocol).
     pub failed: u64,

@@ -1,8 +1,9 @@
 //! The peer link over TCP on 127.0.0.1: a connection of another protocol is closed
 //! before any call, a peer that stops answering fails its calls in time and the next
 //! call connects anew, callers that give up mid-call (or whose runtime stops) leave the
-//! link usable, each calling thread has a link of its own, and a replica that checks
-//! copies by the issuer tag still refuses forgeries.
+//! link usable, each server worker has a link of its own (and a link nobody reads the
+//! answers of is replaced), and a replica that checks copies by the issuer tag still
+//! refuses forgeries.
 
 mod common;
 
@@ -290,11 +291,12 @@ fn a_copy_whose_runtime_stops_before_it_is_sent_does_not_strand_the_link() {
     node.block_on(served.stop());
 }
 
-/// Each thread that calls a peer has a link of its own, whose answers its own runtime
-/// reads (so a copy's answer wakes its caller without a hop to another thread): two
-/// threads open two links, and one thread's calls reuse its link. A runtime that stops
-/// takes its link with it, failed (no one would read its answers), and leaves the other
-/// thread's link open: its next copy goes through at once.
+/// Each thread that calls a peer from a single-threaded runtime (as a server's workers
+/// do) has a link of its own, whose answers its own runtime reads (so a copy's answer
+/// wakes its caller without a hop to another thread): two threads open two links, and
+/// one thread's calls reuse its link. A runtime that stops takes its link with it,
+/// failed (no one would read its answers), and leaves the other thread's link open: its
+/// next copy goes through at once.
 #[test]
 fn each_calling_thread_has_a_link_of_its_own() {
     let runtime = || {
@@ -362,5 +364,147 @@ fn each_calling_thread_has_a_link_of_its_own() {
         "this thread's link is still open: {links:?}"
     );
     assert_eq!(replica.store().len(), 4);
+    peer.block_on(served.stop());
+}
+
+/// A single-threaded runtime.
+fn current_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A multi-thread runtime serving `replica` to peers; the runtime and the served replica.
+fn serve_on_its_own_runtime(
+    replica: &scone_cluster::Replica,
+) -> (tokio::runtime::Runtime, ServedReplica) {
+    let peer = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let served = peer.block_on(ServedReplica::start(replica));
+    (peer, served)
+}
+
+/// A link whose runtime stopped (the task reading its answers went with it) is failed
+/// then, so the next call from the same thread, on another runtime, opens a new link at
+/// once instead of waiting on one whose answers nobody reads.
+#[test]
+fn a_link_whose_runtime_stops_is_replaced_at_the_next_call() {
+    let key = SigningKey::generate().unwrap();
+    let replica = cart_replica(&key, 100);
+    let (peer, served) = serve_on_its_own_runtime(&replica);
+    let transport = TcpTransport::new(Duration::from_secs(5));
+    let first = current_thread_runtime();
+    first
+        .block_on(bounded(
+            transport.replicate(served.addr, copy_of_session(&key, 1)),
+        ))
+        .unwrap();
+    drop(first);
+    let links = transport.link_stats();
+    assert_eq!((links.opened, links.failed), (1, 1), "{links:?}");
+
+    let started = Instant::now();
+    let next = current_thread_runtime();
+    next.block_on(bounded(
+        transport.replicate(served.addr, copy_of_session(&key, 2)),
+    ))
+    .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(1));
+    let links = transport.link_stats();
+    assert_eq!(
+        (links.opened, links.failed),
+        (2, 1),
+        "a new link: {links:?}"
+    );
+    assert_eq!(replica.store().len(), 2);
+    peer.block_on(served.stop());
+}
+
+/// A call that waits past its bound fails its link, so the calls after it do not wait
+/// too: here the link's answers are read by a runtime that is alive but not running (the
+/// same thread opened the link on it, then calls from another), so nobody reads them.
+#[test]
+fn a_call_nobody_reads_the_answer_of_fails_its_link_in_time() {
+    let key = SigningKey::generate().unwrap();
+    let replica = cart_replica(&key, 100);
+    let (peer, served) = serve_on_its_own_runtime(&replica);
+    let timeout = Duration::from_millis(200);
+    let transport = TcpTransport::new(timeout);
+    let idle = current_thread_runtime();
+    idle.block_on(bounded(
+        transport.replicate(served.addr, copy_of_session(&key, 1)),
+    ))
+    .unwrap();
+
+    let calling = current_thread_runtime();
+    let unread = calling.block_on(bounded(
+        transport.replicate(served.addr, copy_of_session(&key, 2)),
+    ));
+    assert!(
+        matches!(unread, Err(PeerError::Unreachable { .. })),
+        "its answer was never read: {unread:?}"
+    );
+    let started = Instant::now();
+    calling
+        .block_on(bounded(
+            transport.replicate(served.addr, copy_of_session(&key, 3)),
+        ))
+        .unwrap();
+    // Without the link failed, it would wait out the same bound (and fail).
+    assert!(
+        started.elapsed() < timeout * 4,
+        "the next copy went on a new link at once"
+    );
+    let links = transport.link_stats();
+    assert_eq!((links.opened, links.failed), (2, 1), "{links:?}");
+    assert_eq!(
+        replica.store().len(),
+        3,
+        "copy 2 was kept; only its answer was lost"
+    );
+    drop(idle);
+    peer.block_on(served.stop());
+}
+
+/// Callers on a multi-thread runtime share one link to a peer, whatever thread they run
+/// on (its tasks move between threads, so a link each would only split the batches):
+/// here the thread that blocks on the runtime and the runtime's own worker.
+#[test]
+fn callers_on_a_multi_thread_runtime_share_one_link() {
+    let key = SigningKey::generate().unwrap();
+    let replica = cart_replica(&key, 100);
+    let (peer, served) = serve_on_its_own_runtime(&replica);
+    let transport = TcpTransport::new(Duration::from_secs(5));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = served.addr;
+    runtime.block_on(async {
+        // On the thread that blocks on the runtime...
+        bounded(transport.replicate(addr, copy_of_session(&key, 1)))
+            .await
+            .unwrap();
+        // ... and on the runtime's worker.
+        let (transport, key) = (transport.clone(), key.clone());
+        let on_worker = tokio::spawn(async move {
+            let worker = std::thread::current().id();
+            transport
+                .replicate(addr, copy_of_session(&key, 2))
+                .await
+                .map(|()| worker)
+        });
+        let worker = bounded(on_worker).await.unwrap().unwrap();
+        assert_ne!(worker, std::thread::current().id(), "two threads called");
+    });
+    let links = transport.link_stats();
+    assert_eq!((links.opened, links.failed), (1, 0), "{links:?}");
+    assert_eq!(replica.store().len(), 2);
+    drop(runtime);
     peer.block_on(served.stop());
 }

@@ -22,7 +22,8 @@
 //! - `wire`: the messages, and the preamble a connection opens with (which names the
 //!   protocol's version, so a node of another version is refused at connect).
 //! - `server`: [`serve_peers`], a handler per connection.
-//! - `client`: [`TcpTransport`], a link per peer and calling thread.
+//! - `client`: [`TcpTransport`], links to each peer: one per server worker, and one the
+//!   other callers share.
 
 mod client;
 mod server;
@@ -37,8 +38,10 @@ pub use server::{serve_peers, serve_peers_with_secret};
 /// members needed).
 pub const HANDSHAKE_LABEL: &str = "scone-cluster v4";
 
-/// Most links a [`TcpTransport`] opens to one peer: one for each thread that calls the
-/// peer (a server's workers, a runtime's threads), shared past this many threads.
+/// Most callers with a link of their own to each peer, in a [`TcpTransport`]: the
+/// threads that call from a single-threaded runtime (a server's workers), the first
+/// this many; every other caller shares one link per peer. So a transport has at most
+/// `MAX_LANES + 1` links open to a peer at once.
 pub const MAX_LANES: usize = 16;
 
 /// Most copies in one message to a peer.
@@ -59,6 +62,7 @@ fn keep_alive(stream: &tokio::net::TcpStream) {
     }
 }
 
-/// Most copies waiting on one link to a peer; past it, a copy fails at once (the peer is
-/// slow or gone: the placement tries another) rather than growing the queue.
+/// Most copies waiting on one link to a peer (so at most `MAX_LANES + 1` times this for
+/// a peer); past it, a copy fails at once (the peer is slow or gone: the placement
+/// tries another) rather than growing the queue.
 pub const MAX_COPIES_WAITING: usize = 4096;

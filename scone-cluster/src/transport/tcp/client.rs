@@ -3,7 +3,6 @@
 //! together.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -15,6 +14,7 @@ use futures::{SinkExt, StreamExt};
 use scone_rpc::codec::{Transport, DEFAULT_MAX_FRAME_BYTES};
 use scone_rpc::peer_link::{self, LinkKeys, LinkSecret, OpeningKey, SealingKey};
 use tokio::net::TcpStream;
+use tokio::runtime::RuntimeFlavor;
 use tokio::sync::oneshot;
 
 use super::wire::{self, Answer, Ask, Call, Frame, Reply};
@@ -26,18 +26,18 @@ use crate::replica::{CopyItem, DeltaCopy, SessionCopy};
 use crate::session::SessionId;
 use crate::transport::{LinkStats, PeerError, PeerTransport};
 
-/// Calls to peers over TCP: a connection per peer and calling thread (a *link*), opened
-/// on first use and again after it fails; every connect and call bounded by a timeout.
-/// Cloning shares it.
+/// Calls to peers over TCP: connections to each peer (*links*), opened on first use and
+/// again after one fails; every connect and call bounded by a timeout. Cloning shares it.
 ///
-/// Each thread that calls a peer has its own link to it (the first [`MAX_LANES`]
-/// threads to call; later ones share), and the link's answers are read by a task
-/// spawned where the link was opened; if that task stops with its runtime, the link
-/// fails (its calls are answered with an error) and the next call opens another. A server's worker (a single-threaded runtime) so reads the answers to its
-/// own copies: the answer wakes the request that waits for it on the same thread, rather
-/// than waking one thread to read it and another to carry on. On the 2-core machine
-/// this was measured on, that is 10 to 20% more replicated updates a second, and a copy
-/// alone takes about 30 µs instead of 60.
+/// A thread that calls from a single-threaded runtime (a server's worker) has a link of
+/// its own to each peer, whose answers are read by a task on that runtime: a copy's
+/// answer then wakes the request that waits for it on the same thread, rather than
+/// waking one thread to read it and another to carry on (the `vs_redis` bench shows
+/// what that is worth). Calls from a multi-thread runtime, and from single-threaded
+/// ones past the first [`MAX_LANES`], share one link per peer. A link fails (its calls
+/// answered with an error, its socket closed) when the task reading its answers stops
+/// with its runtime, or when a call on it waits past its bound; the next call opens
+/// another.
 ///
 /// Copies on one link go out one message at a time: the copies that come while one is
 /// on the wire wait and go together in the next (at most [`MAX_COPIES_PER_MESSAGE`]),
@@ -48,13 +48,15 @@ use crate::transport::{LinkStats, PeerError, PeerTransport};
 /// dropped unsent.
 /// Fetches and deletes go out at once, beside the copies.
 ///
-/// Copies of one session on two links may arrive out of order; a peer refuses the older
-/// one as stale (see [`SessionStore::put`](crate::SessionStore::put)), as it would a
-/// late copy on one link.
+/// Copies of one session on two links may arrive out of order (a re-replication pass's
+/// and a commit's, say: a session's commits wait for their copies one after another). A
+/// peer refuses whichever does not descend from what it holds, as it would a late copy
+/// on one link (see [`SessionStore::put`](crate::SessionStore::put)), and a copy is
+/// acknowledged only once kept.
 #[derive(Clone, Debug)]
 pub struct TcpTransport {
-    /// Each peer's links, one per lane, each behind its own lock: a connect to a dead
-    /// peer holds up only calls to that peer.
+    /// Each peer's links, by lane, each behind its own lock: a connect to a dead peer
+    /// holds up only calls to that peer.
     links: Arc<Mutex<Links>>,
     timeout: Duration,
     /// The cluster secret peers prove they hold, if the cluster has one.
@@ -65,25 +67,46 @@ pub struct TcpTransport {
 /// The links of a [`TcpTransport`], by peer and lane.
 #[derive(Debug, Default)]
 struct Links {
-    /// The threads that have a lane of their own: the first [`MAX_LANES`] to call.
+    /// The threads that have a lane of their own: the first [`MAX_LANES`] to call from
+    /// a single-threaded runtime. (A thread that has ended keeps its lane: thread IDs
+    /// are never reused, so at most `MAX_LANES` are ever given.)
     lanes: Vec<ThreadId>,
-    slots: HashMap<(SocketAddr, usize), Slot>,
+    slots: HashMap<(SocketAddr, Lane), Slot>,
+}
+
+/// Which of a peer's links a call goes on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Lane {
+    /// The calling thread's own.
+    Own(usize),
+    /// The one every other caller shares.
+    Shared,
 }
 
 impl Links {
-    /// `thread`'s lane: its own if it has one or one is left, else one shared with
-    /// others, picked by its ID.
-    fn lane_of(&mut self, thread: ThreadId) -> usize {
+    /// The lane of the calling thread: its own if it calls from a single-threaded
+    /// runtime (whose tasks never leave it) and has one or one is left; else the shared
+    /// one (a multi-thread runtime's tasks move between its threads, and its answers
+    /// may be read on any of them anyway).
+    fn lane(&mut self) -> Lane {
+        let single_threaded = tokio::runtime::Handle::try_current()
+            .is_ok_and(|runtime| runtime.runtime_flavor() == RuntimeFlavor::CurrentThread);
+        match single_threaded {
+            true => self.lane_of(std::thread::current().id()),
+            false => Lane::Shared,
+        }
+    }
+
+    /// `thread`'s own lane if it has one or one is left, else the shared one.
+    fn lane_of(&mut self, thread: ThreadId) -> Lane {
         if let Some(lane) = self.lanes.iter().position(|&t| t == thread) {
-            return lane;
+            return Lane::Own(lane);
         }
         if self.lanes.len() < MAX_LANES {
             self.lanes.push(thread);
-            return self.lanes.len() - 1;
+            return Lane::Own(self.lanes.len() - 1);
         }
-        let mut hasher = std::hash::DefaultHasher::new();
-        thread.hash(&mut hasher);
-        (hasher.finish() % MAX_LANES as u64) as usize
+        Lane::Shared
     }
 }
 
@@ -113,6 +136,9 @@ struct Link {
     counters: Arc<LinkCounters>,
     /// Reads the answers; stopped when the link is dropped.
     reader: Mutex<Option<tokio::task::AbortHandle>>,
+    /// Where the link is kept, so that a failed one lets go of its socket at once rather
+    /// than when its lane is next used (which may be never).
+    slot: std::sync::Weak<tokio::sync::Mutex<Option<Arc<Link>>>>,
 }
 
 type Frames = Transport<TcpStream, Frame, Frame>;
@@ -162,19 +188,18 @@ impl TcpTransport {
         self
     }
 
-    /// The lock of this thread's link to `peer`.
+    /// The lock of the calling thread's link to `peer`.
     fn slot(&self, peer: SocketAddr) -> Slot {
-        let thread = std::thread::current().id();
         let mut links = self
             .links
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let lane = links.lane_of(thread);
+        let lane = links.lane();
         Arc::clone(links.slots.entry((peer, lane)).or_default())
     }
 
-    /// This thread's open link to `peer`, or a new one if it has none or its last one
-    /// failed.
+    /// The calling thread's open link to `peer`, or a new one if there is none or the
+    /// last one failed.
     async fn link(&self, peer: SocketAddr) -> Result<Arc<Link>, PeerError> {
         let slot = self.slot(peer);
         let mut held = slot.lock().await;
@@ -184,14 +209,19 @@ impl TcpTransport {
         *held = None;
         // Boxed: connecting is rare, and every copy's future would otherwise be as large
         // as the connect's (the copy is on the commit path, made and moved per request).
-        let link = Box::pin(tokio::time::timeout(self.timeout, self.connect(peer)))
+        let connect = self.connect(peer, Arc::downgrade(&slot));
+        let link = Box::pin(tokio::time::timeout(self.timeout, connect))
             .await
             .map_err(|_| unreachable(peer, "connect timed out"))??;
         *held = Some(Arc::clone(&link));
         Ok(link)
     }
 
-    async fn connect(&self, peer: SocketAddr) -> Result<Arc<Link>, PeerError> {
+    async fn connect(
+        &self,
+        peer: SocketAddr,
+        slot: std::sync::Weak<tokio::sync::Mutex<Option<Arc<Link>>>>,
+    ) -> Result<Arc<Link>, PeerError> {
         let mut stream = TcpStream::connect(peer)
             .await
             .map_err(|error| unreachable(peer, error))?;
@@ -217,10 +247,13 @@ impl TcpTransport {
             state: Mutex::default(),
             counters: Arc::clone(&self.counters),
             reader: Mutex::default(),
+            slot,
         });
         self.counters.opened.fetch_add(1, Ordering::Relaxed);
+        // The guard is made here, not in the task: a task dropped before its first poll
+        // drops it too.
         let reader = tokio::spawn(read_answers(
-            Arc::downgrade(&link),
+            FailWhenStopped(Arc::downgrade(&link)),
             answers,
             opening,
             self.timeout,
@@ -257,7 +290,7 @@ impl TcpTransport {
         match tokio::time::timeout(self.timeout * 4, answer).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(_)) => Err(unreachable(peer, "the copy was dropped")),
-            Err(_) => Err(unreachable(peer, "no answer in time")),
+            Err(_) => Err(link.give_up()),
         }
     }
 
@@ -275,7 +308,7 @@ impl TcpTransport {
         match tokio::time::timeout(self.timeout * 2, reply).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(_)) => Err(unreachable(peer, "the call was dropped")),
-            Err(_) => Err(unreachable(peer, "no answer in time")),
+            Err(_) => Err(link.give_up()),
         }
     }
 }
@@ -375,6 +408,22 @@ impl Link {
         }
     }
 
+    /// Takes the link out of its slot if it is still there, so that the socket closes
+    /// once the tasks that hold the link end, not when the lane is next used. If the
+    /// slot is locked (a caller is connecting, or checking this link), that caller finds
+    /// it failed and replaces it.
+    fn leave_slot(self: &Arc<Self>) {
+        let Some(slot) = self.slot.upgrade() else {
+            return;
+        };
+        let Ok(mut held) = slot.try_lock() else {
+            return;
+        };
+        if held.as_ref().is_some_and(|link| Arc::ptr_eq(link, self)) {
+            *held = None;
+        }
+    }
+
     /// Whether a call has waited for its answer longer than the timeout.
     fn overdue(&self) -> bool {
         self.state()
@@ -383,9 +432,24 @@ impl Link {
             .any(|(_, sent)| sent.elapsed() > self.timeout)
     }
 
+    /// Fails the link after a call on it waited past its bound: its reader missed it
+    /// (say it runs on a runtime that is not running now), so no later call should
+    /// wait behind it. The error for that call.
+    fn give_up(self: &Arc<Self>) -> PeerError {
+        let reason = "no answer in time";
+        self.fail(reason);
+        unreachable(self.peer, reason)
+    }
+
     /// Fails every call on the link, sent or waiting, and closes it; the next call
     /// opens a new one.
     fn fail(self: &Arc<Self>, reason: impl ToString) {
+        self.fail_logged(reason, true);
+    }
+
+    /// [`fail`](Self::fail), logged at info level if `notable` (at debug level if not:
+    /// a runtime that stops, as every server worker does at shutdown, fails its links).
+    fn fail_logged(self: &Arc<Self>, reason: impl ToString, notable: bool) {
         let reason = reason.to_string();
         let (pending, waiting) = {
             let mut state = self.state();
@@ -399,13 +463,21 @@ impl Link {
                 std::mem::take(&mut state.waiting),
             )
         };
-        tracing::info!(peer = %self.peer, %reason, "peer link failed; the next call reconnects");
+        match notable {
+            true => {
+                tracing::info!(peer = %self.peer, %reason, "peer link failed; the next call reconnects")
+            }
+            false => {
+                tracing::debug!(peer = %self.peer, %reason, "peer link failed; the next call reconnects")
+            }
+        }
         if let Some(reader) = self.reader.lock().unwrap_or_else(|p| p.into_inner()).take() {
             reader.abort();
         }
+        self.leave_slot();
         // So the peer sees the connection end (keepalive would not: this end is alive).
         // Not from a runtime that is gone (a `SendWaiting` dropped as it stops): dropping
-        // the link closes the socket then.
+        // the link closes the socket then, once the tasks that hold it are gone.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let link = Arc::clone(self);
             runtime.spawn(async move {
@@ -474,16 +546,16 @@ impl Drop for Link {
     }
 }
 
-/// Fails a link when the task reading its answers ends, however it ends: dropped unfinished
-/// (its runtime stopped: say a server's worker, while the node lives on), no one would
-/// read the answers to the calls on the link, which would wait out their timeouts, and
-/// so would every call after them.
+/// Fails a link when the task reading its answers ends, however it ends: dropped
+/// unfinished (its runtime stopped: say a server's worker, while the node lives on), no
+/// one would read the answers to the calls on the link, which would wait out their
+/// timeouts, and so would every call after them.
 struct FailWhenStopped(Weak<Link>);
 
 impl Drop for FailWhenStopped {
     fn drop(&mut self) {
         if let Some(link) = self.0.upgrade() {
-            link.fail("the task reading its answers stopped with its runtime");
+            link.fail_logged("the task reading its answers stopped", false);
         }
     }
 }
@@ -491,12 +563,12 @@ impl Drop for FailWhenStopped {
 /// Reads `link`'s answers until it fails, or a call waits past the timeout, or the link
 /// is dropped.
 async fn read_answers(
-    link: Weak<Link>,
+    stopped: FailWhenStopped,
     mut answers: SplitStream<Frames>,
     mut opening: Option<OpeningKey>,
     timeout: Duration,
 ) {
-    let _stopped = FailWhenStopped(Weak::clone(&link));
+    let link = &stopped.0;
     // Checked at least this often, so a peer that stops answering fails its link
     // within twice the timeout.
     let tick = timeout.max(Duration::from_millis(10));
@@ -557,5 +629,50 @@ impl PeerTransport for TcpTransport {
             failed: read(&self.counters.failed),
             copy_messages: read(&self.counters.copy_messages),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn thread_ids(count: usize) -> Vec<ThreadId> {
+        (0..count)
+            .map(|_| {
+                std::thread::spawn(|| std::thread::current().id())
+                    .join()
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_first_threads_get_lanes_of_their_own_and_the_rest_share_one() {
+        let mut links = Links::default();
+        let threads = thread_ids(MAX_LANES + 2);
+        for (lane, &thread) in threads.iter().take(MAX_LANES).enumerate() {
+            assert_eq!(links.lane_of(thread), Lane::Own(lane));
+        }
+        for &thread in &threads[MAX_LANES..] {
+            assert_eq!(links.lane_of(thread), Lane::Shared);
+        }
+        // A thread keeps its lane.
+        assert_eq!(links.lane_of(threads[3]), Lane::Own(3));
+        assert_eq!(links.lane_of(threads[MAX_LANES]), Lane::Shared);
+    }
+
+    #[test]
+    fn callers_outside_a_single_threaded_runtime_share_a_lane() {
+        let mut links = Links::default();
+        assert_eq!(links.lane(), Lane::Shared, "outside any runtime");
+        let multi = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        assert_eq!(multi.block_on(async { links.lane() }), Lane::Shared);
+        let single = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert_eq!(single.block_on(async { links.lane() }), Lane::Own(0));
     }
 }

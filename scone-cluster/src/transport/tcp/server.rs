@@ -15,8 +15,8 @@ use super::wire::{self, Answer, Ask, Call, Frame, Reply};
 use super::HANDSHAKE_LABEL;
 use crate::replica::Replica;
 
-/// Most peer connections served at once: each peer opens a link per thread that calls
-/// (up to [`MAX_LANES`](super::MAX_LANES)), so this serves 64 peers at the most lanes.
+/// Most peer connections served at once: a peer opens up to
+/// [`MAX_LANES`](super::MAX_LANES)` + 1` links, so this serves 60 peers at the most.
 const MAX_PEER_CONNECTIONS: usize = 1024;
 
 /// How long a connection without a cluster secret has to send its preamble.
