@@ -75,10 +75,10 @@
 //! write at p50 55 to 145 µs and 49k to 120k updates/s from day to day, so only ratios
 //! from one run mean anything). The SCONE cluster with k = 1 (`scone`): throughput 1.09
 //! to 1.23x Redis's (about 23 µs of server CPU per update against Redis's 15, but 7 µs
-//! of client CPU against 12), p50 1.28 to 1.34x. The p50 gap is the request path, which
+//! of client CPU against 12), p50 1.24 to 1.34x. The p50 gap is the request path, which
 //! `redis-k0` and `scone-k0` (the same writes without the copy) show apart: `scone-k0`
-//! at p50 89 to 97 µs, `redis-k0` 52 to 53; the copy adds 54 µs to SCONE's p50 and 59 to
-//! 64 µs to Redis's. Most of the request path's gap is on the client's side: tarpc's
+//! at p50 84 to 97 µs, `redis-k0` 52 to 53; the copy adds 53 to 54 µs to SCONE's p50 and
+//! 58 to 64 µs to Redis's. Most of the request path's gap is on the client's side: tarpc's
 //! client sends and receives through a dispatch task, and on this two-thread client
 //! runtime that wakes the other thread about once per call (1.3 futex calls per call,
 //! against none for the RESP client); with a one-thread client runtime `scone-k0` is at
@@ -88,7 +88,7 @@
 //! is waking a thread on the other core, which this VM makes slow, and which Redis's
 //! hop pays too. Each server worker has its own link to each peer (`TcpTransport`), so
 //! no other thread is woken to read a copy's answer. Without the issuer key
-//! (`scone-signed`: every copy's signature checked, 35 µs) it is at 1.79 to 1.83x and
+//! (`scone-signed`: every copy's signature checked, 35 µs) it is at 1.75 to 1.83x and
 //! 0.55 to 0.60x. With batched replication (`scone-batched`, which replies before the
 //! copy is made, so a weaker guarantee than `WAIT`): 0.88x and 1.78x. Before the
 //! per-worker links and mimalloc the default was at 1.27 to 1.43x and 0.85 to 0.89x;
