@@ -36,6 +36,27 @@ fn session_of(copy: &SessionCopy) -> SessionId {
     SessionId::of(&scone::Scone::decode(copy.scone.clone()).unwrap())
 }
 
+/// A single-threaded runtime.
+fn current_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A multi-thread runtime serving `replica` to peers; the runtime and the served replica.
+fn serve_on_its_own_runtime(
+    replica: &scone_cluster::Replica,
+) -> (tokio::runtime::Runtime, ServedReplica) {
+    let peer = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let served = peer.block_on(ServedReplica::start(replica));
+    (peer, served)
+}
+
 /// A node of another version of the protocol (or anything else that connects) is
 /// closed at its first bytes, and never reaches the replica.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -299,20 +320,9 @@ fn a_copy_whose_runtime_stops_before_it_is_sent_does_not_strand_the_link() {
 /// next copy goes through at once.
 #[test]
 fn each_calling_thread_has_a_link_of_its_own() {
-    let runtime = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    };
-    let peer = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
     let key = SigningKey::generate().unwrap();
     let replica = cart_replica(&key, 100);
-    let served = peer.block_on(ServedReplica::start(&replica));
+    let (peer, served) = serve_on_its_own_runtime(&replica);
     let addr = served.addr;
     let transport = TcpTransport::new(Duration::from_secs(5));
     let copy = |transport: &TcpTransport, runtime: &tokio::runtime::Runtime, n: u16| {
@@ -324,7 +334,7 @@ fn each_calling_thread_has_a_link_of_its_own() {
     let other = std::thread::spawn({
         let (transport, key) = (transport.clone(), key.clone());
         move || {
-            let runtime = runtime();
+            let runtime = current_thread_runtime();
             let copy = |n: u16| {
                 runtime.block_on(bounded(transport.replicate(addr, copy_of_session(&key, n))))
             };
@@ -336,7 +346,7 @@ fn each_calling_thread_has_a_link_of_its_own() {
         }
     });
     copied_rx.recv_timeout(LIMIT).unwrap();
-    let here = runtime();
+    let here = current_thread_runtime();
     copy(&transport, &here, 2).unwrap();
     let links = transport.link_stats();
     assert_eq!(
@@ -365,27 +375,6 @@ fn each_calling_thread_has_a_link_of_its_own() {
     );
     assert_eq!(replica.store().len(), 4);
     peer.block_on(served.stop());
-}
-
-/// A single-threaded runtime.
-fn current_thread_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// A multi-thread runtime serving `replica` to peers; the runtime and the served replica.
-fn serve_on_its_own_runtime(
-    replica: &scone_cluster::Replica,
-) -> (tokio::runtime::Runtime, ServedReplica) {
-    let peer = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let served = peer.block_on(ServedReplica::start(replica));
-    (peer, served)
 }
 
 /// A link whose runtime stopped (the task reading its answers went with it) is failed
