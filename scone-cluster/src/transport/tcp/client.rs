@@ -1,6 +1,6 @@
-//! The calling side of peer links: [`TcpTransport`], a connection per peer and calling
-//! thread with numbered calls in flight on it, and the copies that wait for a peer sent
-//! together.
+//! The calling side of peer links: [`TcpTransport`], connections to each peer (one per
+//! server worker, one the other callers share) with numbered calls in flight on them,
+//! and the copies that wait for a peer sent together.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -118,8 +118,9 @@ struct LinkCounters {
     copy_messages: AtomicU64,
 }
 
-/// One peer's link, if open; locked while connecting.
-type Slot = Arc<tokio::sync::Mutex<Option<Arc<Link>>>>;
+/// One peer's link on one lane, if open; locked while connecting.
+type LinkCell = tokio::sync::Mutex<Option<Arc<Link>>>;
+type Slot = Arc<LinkCell>;
 
 /// Where a copy's answer goes.
 type CopyAnswer = oneshot::Sender<Result<(), PeerError>>;
@@ -138,7 +139,7 @@ struct Link {
     reader: Mutex<Option<tokio::task::AbortHandle>>,
     /// Where the link is kept, so that a failed one lets go of its socket at once rather
     /// than when its lane is next used (which may be never).
-    slot: std::sync::Weak<tokio::sync::Mutex<Option<Arc<Link>>>>,
+    slot: Weak<LinkCell>,
 }
 
 type Frames = Transport<TcpStream, Frame, Frame>;
@@ -220,7 +221,7 @@ impl TcpTransport {
     async fn connect(
         &self,
         peer: SocketAddr,
-        slot: std::sync::Weak<tokio::sync::Mutex<Option<Arc<Link>>>>,
+        slot: Weak<LinkCell>,
     ) -> Result<Arc<Link>, PeerError> {
         let mut stream = TcpStream::connect(peer)
             .await
